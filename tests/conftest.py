@@ -1,0 +1,26 @@
+"""Shared test setup: offline, CPU, few threads; paths to optional shared test data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_TOKENIZER = REPO.parent / "shared" / "testdata" / "qwen_tokenizer"
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer_dir() -> Path:
+    """The real Qwen tokenizer files from ../shared (skips cleanly on a user's fresh clone without them)."""
+    if not (SHARED_TOKENIZER / "tokenizer.json").is_file() and not (SHARED_TOKENIZER / "vocab.json").is_file():
+        pytest.skip("../shared/testdata/qwen_tokenizer is not present (only in the team checkout)")
+    return SHARED_TOKENIZER

@@ -1,0 +1,19 @@
+"""User-facing error types. Every message says what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class ZImageError(ValueError):
+    """A problem the user can fix (bad input, missing or wrong file); the message names the fix."""
+
+
+class InputError(ZImageError):
+    """An argument or input image is out of range or malformed."""
+
+
+class ModelFileError(ZImageError):
+    """A model file or folder is missing, unreadable, of an unsupported format, or of another architecture."""
+
+
+class Interrupted(RuntimeError):
+    """The user asked to stop; raised between steps so the process stays healthy."""

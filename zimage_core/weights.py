@@ -1,0 +1,97 @@
+"""Safe weight-file reading shared by every loader.
+
+Weights come only from safetensors, or from .pth/.ckpt/.pt/.bin through `torch.load(weights_only=True)`, so a pickle
+that tries to run code is refused. Every failure names the file and says what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import torch
+
+from .errors import ModelFileError
+
+SAFE_SUFFIXES = (".safetensors", ".sft")
+PICKLE_SUFFIXES = (".pth", ".ckpt", ".pt", ".bin")
+UNSUPPORTED_HINTS = {
+    ".gguf": "GGUF quantised files are not supported yet; use the bf16 or fp8 .safetensors file instead",
+    ".onnx": "ONNX files cannot be loaded as torch weights; use the .safetensors or .pth release",
+}
+
+
+def load_state_dict(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read a state dict from a weight file, refusing anything that could execute code."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"Model file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in UNSUPPORTED_HINTS:
+        raise ModelFileError(f"{path.name}: {UNSUPPORTED_HINTS[suffix]}.")
+    try:
+        if suffix in SAFE_SUFFIXES:
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device=str(device))
+        if suffix in PICKLE_SUFFIXES:
+            obj = torch.load(str(path), map_location=device, weights_only=True)
+            return _unwrap_state_dict(obj, path)
+    except ModelFileError:
+        raise
+    except pickle.UnpicklingError as err:
+        raise ModelFileError(
+            f"{path.name} was refused: it is a pickle that needs more than plain tensors to load "
+            f"(it may try to run code). Use a .safetensors version of this model. Detail: {err}"
+        ) from err
+    except Exception as err:  # corrupt/truncated files surface as many different exception types
+        raise ModelFileError(
+            f"Could not read {path}: the file looks corrupt or truncated ({type(err).__name__}: {err}). "
+            "Download it again or pick another file."
+        ) from err
+    raise ModelFileError(
+        f"{path.name}: unsupported weight file type '{suffix}'. Use .safetensors (preferred) or .pth/.ckpt."
+    )
+
+
+def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    """Training checkpoints often nest the weights ('params_ema', 'state_dict', ...); return the tensor dict."""
+    for _ in range(3):
+        if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj
+        if isinstance(obj, dict):
+            for key in ("params_ema", "params", "state_dict", "model", "module", "g_ema"):
+                if key in obj and isinstance(obj[key], dict):
+                    obj = obj[key]
+                    break
+            else:
+                tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+                if tensors:
+                    return tensors
+                break
+        else:
+            break
+    raise ModelFileError(f"{path.name} holds no tensor state dict; is it really a model weight file?")
+
+
+def resolve_inside(name: str, roots: list[str | os.PathLike]) -> Path:
+    """Resolve a file name from a request to an existing file inside one of `roots`.
+
+    Refuses absolute paths, '..' escapes and symlinks that point outside the roots, so API callers can only pick
+    files that live in the model folders.
+    """
+    if not name or "\x00" in name:
+        raise ModelFileError("Empty or invalid model file name.")
+    if os.path.isabs(name) or Path(name).drive:
+        raise ModelFileError(f"'{name}': absolute paths are not allowed; give a file name inside the model folders.")
+    searched = []
+    for root in roots:
+        root_path = Path(root).resolve()
+        candidate = (root_path / name).resolve()
+        searched.append(str(root_path))
+        if not candidate.is_relative_to(root_path):
+            raise ModelFileError(f"'{name}' points outside the model folder {root_path}; refused.")
+        if candidate.exists():
+            return candidate
+    raise ModelFileError(f"Model file '{name}' not found. Searched: {', '.join(searched) or '(no folders)'}.")
