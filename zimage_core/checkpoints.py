@@ -1,0 +1,245 @@
+"""Reading the single files ComfyUI users have, in their original key layouts, into diffusers/transformers modules.
+
+Each reader inspects the file header first (no tensors loaded), refuses formats we do not support with a message
+that names the format and the alternatives, checks that the keys belong to the expected architecture, infers the
+sizes from tensor shapes (so tiny test models and the real 6 B model go through the same code), converts keys with
+diffusers' own converters, and loads onto the meta device with `assign=True` so the full model is never built twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ModelFileError
+from .weights import load_state_dict
+
+TRANSFORMER_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.")
+TEXT_ENCODER_PREFIXES = ("text_encoders.qwen3_4b.transformer.", "model.", "transformer.")
+VAE_PREFIXES = ("first_stage_model.", "vae.")
+FP8_DTYPES = {getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
+              if hasattr(torch, n)}
+FLOAT_DTYPES = {torch.float32, torch.float16, torch.bfloat16}
+
+
+def shipped_config(name: str) -> dict[str, Any]:
+    """A config shipped inside the package (the real models' configs), so nothing ever touches the hub."""
+    return json.loads(resources.files("zimage_core.configs").joinpath(f"{name}.json").read_text())
+
+
+def read_header(path: Path) -> dict[str, tuple[str, list[int]]]:
+    """Key -> (dtype string, shape) from a safetensors header, without loading any tensor."""
+    if path.suffix.lower() == ".gguf":
+        raise ModelFileError(
+            f"{path.name} is a GGUF quantised file, which this pack does not load yet. Use the bf16 or fp8 "
+            "(float8_e4m3fn) .safetensors release instead (e.g. z_image_turbo_bf16.safetensors)."
+        )
+    if path.suffix.lower() not in (".safetensors", ".sft"):
+        sd = load_state_dict(path)
+        return {k: (str(v.dtype).replace("torch.", ""), list(v.shape)) for k, v in sd.items()}
+    try:
+        with open(path, "rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            if size <= 0 or size > 100_000_000:
+                raise ValueError("bad header size")
+            header = json.loads(fh.read(size))
+    except Exception as err:
+        raise ModelFileError(f"Could not read {path}: not a valid safetensors file ({err}). Download it again.") from err
+    header.pop("__metadata__", None)
+    return {k: (v["dtype"], v["shape"]) for k, v in header.items()}
+
+
+def _strip_prefix(keys: list[str], prefixes: tuple[str, ...], marker: str) -> str:
+    """The prefix (possibly empty) in front of `marker` keys, chosen from `prefixes`."""
+    for prefix in prefixes:
+        if any(k.startswith(prefix + marker) for k in keys):
+            return prefix
+    return ""
+
+
+def _refuse_quantised(path: Path, header: dict[str, tuple[str, list[int]]], what: str) -> None:
+    """Name packed/quantised formats we cannot load instead of failing later with a shape mismatch."""
+    keys = header.keys()
+    dtypes = {dt for dt, _ in header.values()}
+    if any(k.endswith(("comfy_quant", ".weight_scale_2", ".input_scale")) for k in keys) or "U8" in dtypes:
+        kind = "nvfp4/int8 packed (Comfy-Org mixed-precision repack)"
+        if any("convrot" in k for k in keys):
+            kind = "int8_convrot"
+        raise ModelFileError(
+            f"{path.name} is a {kind} {what}, which this pack cannot load yet. Supported: the bf16 file, or a plain "
+            "fp8 (float8_e4m3fn) file, e.g. z_image_turbo_bf16.safetensors / qwen_3_4b.safetensors."
+        )
+    if any(k.endswith((".qweight", ".scales", ".absmax")) for k in keys):
+        raise ModelFileError(f"{path.name} is a GPTQ/bitsandbytes-quantised {what}; use the bf16 or fp8 file.")
+
+
+def _load_converted(path: Path, prefix: str, device: str = "cpu") -> dict[str, torch.Tensor]:
+    sd = load_state_dict(path, device=device)
+    if prefix:
+        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    return sd
+
+
+def _upcast(sd: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """FP8 and other storage dtypes are upcast to the compute dtype (FP8 compute is a separate fast mode)."""
+    return {k: (v.to(dtype) if v.is_floating_point() and v.dtype != dtype else v) for k, v in sd.items()}
+
+
+def _assign_load(model: torch.nn.Module, sd: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
+    if missing or unexpected:
+        raise ModelFileError(
+            f"{path.name} does not match the {what} architecture: {len(missing)} missing keys "
+            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]}). "
+            "Is this the right file for this slot?"
+        )
+
+
+# --------------------------------------------------------------------------------------------- transformer (DiT)
+
+
+def transformer_config_from_shapes(header: dict[str, tuple[str, list[int]]]) -> dict[str, Any]:
+    """The Z-Image DiT config for a file in the original layout (prefix already stripped), sizes from shapes."""
+    cfg = shipped_config("transformer")
+    dim = header["x_embedder.weight"][1][0]
+    in_ch = header["x_embedder.weight"][1][1] // 4
+    head_dim = header["layers.0.attention.q_norm.weight"][1][0]
+    n_layers = 1 + max(int(m.group(1)) for k in header if (m := re.match(r"layers\.(\d+)\.", k)))
+    n_ref = 1 + max(int(m.group(1)) for k in header if (m := re.match(r"noise_refiner\.(\d+)\.", k)))
+    cfg.update(dim=dim, in_channels=in_ch, n_heads=dim // head_dim, n_kv_heads=dim // head_dim, n_layers=n_layers,
+               n_refiner_layers=n_ref, cap_feat_dim=header["cap_embedder.1.weight"][1][1],
+               axes_dims=axes_dims_for(head_dim))
+    return cfg
+
+
+def axes_dims_for(head_dim: int) -> list[int]:
+    """RoPE axis split: Turbo's [32, 48, 48] for head_dim 128, the same 1/4 : 3/8 : 3/8 proportions otherwise."""
+    if head_dim == 128:
+        return [32, 48, 48]
+    a0 = 2 * round(head_dim / 8)
+    rest = (head_dim - a0) // 2
+    rest -= rest % 2
+    return [head_dim - 2 * rest, rest, rest]
+
+
+def load_transformer_file(path: Path, dtype: torch.dtype, device: str | torch.device = "cpu"):
+    """Load `diffusion_models/*.safetensors` (original Z-Image layout, optional prefix) as ZImageTransformer2DModel."""
+    from diffusers import ZImageTransformer2DModel
+    from diffusers.loaders.single_file_utils import convert_z_image_transformer_checkpoint_to_diffusers
+
+    header = read_header(path)
+    keys = list(header)
+    prefix = _strip_prefix(keys, TRANSFORMER_PREFIXES, "layers.0.")
+    header = {k[len(prefix):]: v for k, v in header.items() if k.startswith(prefix)}
+    if any(k not in header for k in ("layers.0.attention.qkv.weight", "x_embedder.weight", "cap_embedder.1.weight")):
+        raise ModelFileError(
+            f"{path.name} is not a Z-Image transformer in the original layout{_guess_architecture(keys)}. Expected "
+            "keys like 'layers.0.attention.qkv.weight', 'x_embedder.weight', 'cap_embedder.1.weight'. Put "
+            "z_image_turbo_bf16.safetensors in models/diffusion_models/ (or point --models at a diffusers folder)."
+        )
+    _refuse_quantised(path, header, "Z-Image transformer")
+    cfg = transformer_config_from_shapes(header)
+    sd = _load_converted(path, prefix)
+    sd = convert_z_image_transformer_checkpoint_to_diffusers(sd)
+    sd = _upcast(sd, dtype)
+    with torch.device("meta"):
+        model = ZImageTransformer2DModel.from_config(cfg)
+    _assign_load(model, sd, path, "Z-Image transformer")
+    return model.to(device=device).eval()
+
+
+def _guess_architecture(keys: list[str]) -> str:
+    joined = " ".join(keys[:2000])
+    for marker, name in (("double_blocks.", "Flux"), ("input_blocks.", "SD1.x/SDXL UNet"),
+                         ("joint_blocks.", "SD3"), ("encoder.down.", "VAE"), ("model.layers.", "text encoder"),
+                         ("transformer_blocks.", "diffusers transformer"), ("lora_", "LoRA")):
+        if marker in joined:
+            return f" (it looks like a {name} file)"
+    return ""
+
+
+# --------------------------------------------------------------------------------------------- text encoder
+
+
+def load_text_encoder_file(path: Path, dtype: torch.dtype, device: str | torch.device = "cpu"):
+    """Load `text_encoders/qwen_3_4b.safetensors` (transformers key layout, with or without 'model.') as Qwen3Model."""
+    from transformers import Qwen3Config, Qwen3Model
+
+    header = read_header(path)
+    keys = list(header)
+    prefix = _strip_prefix(keys, TEXT_ENCODER_PREFIXES, "layers.0.")
+    header = {k[len(prefix):]: v for k, v in header.items() if k.startswith(prefix)}
+    if "embed_tokens.weight" not in header or "layers.0.self_attn.q_norm.weight" not in header:
+        raise ModelFileError(
+            f"{path.name} is not a Qwen3 text encoder{_guess_architecture(keys)}. Z-Image needs Qwen3-4B: put "
+            "qwen_3_4b.safetensors in models/text_encoders/."
+        )
+    _refuse_quantised(path, header, "Qwen3 text encoder")
+    cfg = shipped_config("text_encoder")
+    vocab, hidden = header["embed_tokens.weight"][1]
+    head_dim = header["layers.0.self_attn.q_norm.weight"][1][0]
+    n_layers = 1 + max(int(m.group(1)) for k in header if (m := re.match(r"layers\.(\d+)\.", k)))
+    cfg.update(vocab_size=vocab, hidden_size=hidden, head_dim=head_dim, num_hidden_layers=n_layers,
+               max_window_layers=n_layers,
+               intermediate_size=header["layers.0.mlp.gate_proj.weight"][1][0],
+               num_attention_heads=header["layers.0.self_attn.q_proj.weight"][1][0] // head_dim,
+               num_key_value_heads=header["layers.0.self_attn.k_proj.weight"][1][0] // head_dim)
+    if hidden != 2560 or n_layers != 36:
+        if hidden == 4096 or n_layers == 40:
+            raise ModelFileError(f"{path.name} looks like Qwen3-8B; Z-Image-Turbo needs Qwen3-4B (qwen_3_4b).")
+    config = Qwen3Config(**{k: v for k, v in cfg.items() if k != "architectures"})
+    sd = _load_converted(path, prefix)
+    sd = {k: v for k, v in sd.items() if not k.startswith("lm_head.")}
+    sd = _upcast(sd, dtype)
+    model = Qwen3Model.from_pretrained(None, config=config, state_dict=sd, torch_dtype=dtype)
+    return model.to(device).eval()
+
+
+# --------------------------------------------------------------------------------------------- VAE
+
+
+def vae_config_from_shapes(header: dict[str, tuple[str, list[int]]]) -> dict[str, Any]:
+    """The Flux AE config for an ldm-layout file, sizes from shapes."""
+    cfg = shipped_config("vae")
+    n_down = 1 + max(int(m.group(1)) for k in header if (m := re.match(r"encoder\.down\.(\d+)\.", k)))
+    channels = [header[f"encoder.down.{i}.block.0.conv1.weight"][1][0] for i in range(n_down)]
+    per_block = 1 + max(int(m.group(1)) for k in header if (m := re.match(r"encoder\.down\.0\.block\.(\d+)\.", k)))
+    cfg.update(block_out_channels=channels, layers_per_block=per_block,
+               down_block_types=["DownEncoderBlock2D"] * n_down, up_block_types=["UpDecoderBlock2D"] * n_down,
+               latent_channels=header["encoder.conv_out.weight"][1][0] // 2,
+               norm_num_groups=min(32, channels[0]))
+    return cfg
+
+
+def load_vae_file(path: Path, dtype: torch.dtype, device: str | torch.device = "cpu"):
+    """Load `vae/ae.safetensors` (Flux AE, original ldm layout) as diffusers AutoencoderKL."""
+    from diffusers import AutoencoderKL
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    header = read_header(path)
+    keys = list(header)
+    prefix = _strip_prefix(keys, VAE_PREFIXES, "encoder.")
+    header = {k[len(prefix):]: v for k, v in header.items() if k.startswith(prefix)}
+    if "encoder.conv_out.weight" not in header or "decoder.conv_in.weight" not in header:
+        raise ModelFileError(
+            f"{path.name} is not an autoencoder in the original layout{_guess_architecture(keys)}. Z-Image uses the "
+            "Flux AE: put ae.safetensors in models/vae/."
+        )
+    cfg = vae_config_from_shapes(header)
+    if cfg["latent_channels"] != 16:
+        raise ModelFileError(
+            f"{path.name} has {cfg['latent_channels']} latent channels; Z-Image needs the 16-channel Flux AE "
+            "(ae.safetensors), not an SD/SDXL VAE."
+        )
+    sd = _load_converted(path, prefix)
+    sd = convert_ldm_vae_checkpoint(sd, cfg)
+    sd = _upcast(sd, dtype)
+    with torch.device("meta"):
+        model = AutoencoderKL.from_config(cfg)
+    _assign_load(model, sd, path, "Flux AE")
+    return model.to(device=device).eval()

@@ -1,0 +1,88 @@
+"""Text (or image) to image in one call: encode → sample → decode, with a per-stage timing report."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from . import vae as vae_ops
+from .encode import MAX_CAPTION_TOKENS, Conditioning, PromptEncoder
+from .images import as_image_batch
+from .models import ModelBundle
+from .sample import Denoiser, StepCallback, sample
+from .schedule import DEFAULT_SHIFT
+
+
+@dataclass
+class GenerationResult:
+    images: torch.Tensor  # (B, H, W, 3) 0-1
+    latents: torch.Tensor  # model space
+    seeds: list[int]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def prompt_encoder(bundle: ModelBundle) -> PromptEncoder:
+    """One cached PromptEncoder per bundle, so the LRU embedding cache survives between calls."""
+    enc = getattr(bundle, "_prompt_encoder", None)
+    if enc is None or enc.model is not bundle.text_encoder:
+        enc = PromptEncoder(bundle.text_encoder, bundle.tokenizer)
+        bundle._prompt_encoder = enc
+    return enc
+
+
+def generate(
+    bundle: ModelBundle,
+    prompts: str | list[str] | Conditioning,
+    *,
+    width: int = 1024,
+    height: int = 1024,
+    steps: int = 9,
+    seed: int = 0,
+    shift: float | None = None,
+    images_per_prompt: int = 1,
+    init_image: torch.Tensor | None = None,
+    strength: float = 1.0,
+    hidden_layer: int = -2,
+    max_tokens: int = MAX_CAPTION_TOKENS,
+    long_mode: str = "truncate",
+    make_denoiser: Callable[[torch.nn.Module, Conditioning], Denoiser] | None = None,
+    callback: StepCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    tiled_decode: bool | None = None,
+) -> GenerationResult:
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if isinstance(prompts, Conditioning):
+        cond = prompts
+    else:
+        cond = prompt_encoder(bundle).encode(prompts, hidden_layer=hidden_layer, max_tokens=max_tokens,
+                                             long_mode=long_mode)
+    timings["text_encode"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    init_latents = None
+    if init_image is not None:
+        init_latents = vae_ops.encode(bundle.vae, as_image_batch(init_image))
+    latents = sample(bundle.transformer, cond, width=width, height=height, steps=steps, seed=seed,
+                     shift=bundle.shift if shift is None else shift, images_per_prompt=images_per_prompt,
+                     init_latents=init_latents, strength=strength, make_denoiser=make_denoiser, callback=callback,
+                     should_stop=should_stop)
+    _sync(latents)
+    timings["denoise"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    images = vae_ops.decode(bundle.vae, latents, tiled=tiled_decode)
+    timings["decode"] = time.perf_counter() - t0
+    timings["total"] = sum(timings.values())
+    return GenerationResult(images, latents, [seed + i for i in range(latents.shape[0])], timings)
+
+
+def _sync(t: torch.Tensor) -> None:
+    if t.is_cuda:
+        torch.cuda.synchronize(t.device)
+
+
+__all__ = ["GenerationResult", "generate", "prompt_encoder", "DEFAULT_SHIFT"]

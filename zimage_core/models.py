@@ -1,0 +1,287 @@
+"""Finding and loading a Z-Image model bundle from the files users actually have.
+
+Two layouts are accepted:
+  * a diffusers folder (Tongyi-MAI/Z-Image-Turbo: model_index.json, transformer/, text_encoder/, tokenizer/, vae/);
+  * a ComfyUI `models/` folder: diffusion_models/*.safetensors (original key layout), text_encoders/qwen_3_4b*,
+    vae/ae.safetensors, plus a tokenizer found per `find_tokenizer`.
+Loading is lazy (each component loads on first use) and cached: asking for the same files, device and dtype twice
+returns the same bundle.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoints import load_text_encoder_file, load_transformer_file, load_vae_file, shipped_config
+from .errors import InputError, ModelFileError
+
+log = logging.getLogger(__name__)
+
+WEIGHT_SUFFIXES = (".safetensors", ".sft", ".gguf", ".pth", ".ckpt", ".bin")
+TOKENIZER_ENV = "ZIMAGE_TOKENIZER"
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Where each component lives. `layout` is 'diffusers' or 'comfy'."""
+
+    layout: str
+    transformer: Path
+    text_encoder: Path
+    vae: Path
+    tokenizer: Path
+
+    def cache_key(self) -> tuple:
+        parts = []
+        for p in (self.transformer, self.text_encoder, self.vae, self.tokenizer):
+            st = p.stat()
+            parts.append((str(p.resolve()), st.st_mtime_ns, st.st_size))
+        return (self.layout, *parts)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def default_dtype(device: torch.device | str) -> torch.dtype:
+    """bf16 on GPU (what the weights ship in), fp32 on CPU (bf16 matmuls are slow and inexact there)."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def _pick(folder: Path, names: str | None, prefer: tuple[str, ...], what: str, searched: list[str]) -> Path | None:
+    searched.append(str(folder))
+    if names:
+        candidate = Path(names) if Path(names).is_absolute() else folder / names
+        if not candidate.exists():
+            raise ModelFileError(f"{what} file '{names}' not found in {folder}.")
+        return candidate
+    if not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in WEIGHT_SUFFIXES and p.is_file())
+    if not files:
+        return None
+    for word in prefer:
+        hits = [p for p in files if word in p.name.lower()]
+        if hits:
+            return hits[0]
+    if len(files) == 1:
+        return files[0]
+    raise ModelFileError(
+        f"Several {what} files in {folder} ({', '.join(p.name for p in files[:6])}); choose one explicitly."
+    )
+
+
+def find_tokenizer(models_dir: Path | None, explicit: str | os.PathLike | None = None) -> Path:
+    """Tokenizer folder: explicit path, $ZIMAGE_TOKENIZER, <models>/tokenizer, <models>/text_encoders/tokenizer,
+    a diffusers folder's tokenizer/, then ComfyUI's bundled Qwen tokenizer (same BPE vocabulary)."""
+    candidates: list[Path] = []
+    if explicit:
+        candidates.append(Path(explicit))
+    if os.environ.get(TOKENIZER_ENV):
+        candidates.append(Path(os.environ[TOKENIZER_ENV]))
+    if models_dir is not None:
+        candidates += [models_dir / "tokenizer", models_dir / "text_encoders" / "tokenizer",
+                       models_dir / "text_encoders" / "qwen_tokenizer"]
+    spec = importlib.util.find_spec("comfy")  # locates ComfyUI's files without importing it
+    if spec is not None and spec.submodule_search_locations:
+        for loc in spec.submodule_search_locations:
+            candidates += [Path(loc) / "text_encoders" / "qwen25_tokenizer", Path(loc) / "text_encoders" / "qwen3_tokenizer"]
+    for cand in candidates:
+        if (cand / "tokenizer.json").is_file() or (cand / "vocab.json").is_file():
+            return cand
+    raise ModelFileError(
+        "No Qwen tokenizer found. Searched: " + ", ".join(str(c) for c in candidates) + ". Put the tokenizer files "
+        "(vocab.json + merges.txt, or tokenizer.json) in <models>/tokenizer/, set $ZIMAGE_TOKENIZER, or pass "
+        "tokenizer=PATH. Inside ComfyUI the bundled comfy/text_encoders/qwen25_tokenizer is used automatically."
+    )
+
+
+def find_model_files(
+    models: str | os.PathLike,
+    *,
+    transformer: str | None = None,
+    text_encoder: str | None = None,
+    vae: str | None = None,
+    tokenizer: str | os.PathLike | None = None,
+) -> ModelFiles:
+    """Resolve every component's location from a diffusers folder or a ComfyUI models folder."""
+    root = Path(models).expanduser()
+    if not root.exists():
+        raise ModelFileError(
+            f"Model folder not found: {root}. Give a ComfyUI 'models' folder (with diffusion_models/, "
+            "text_encoders/, vae/) or a diffusers Z-Image-Turbo folder (with model_index.json)."
+        )
+    if (root / "model_index.json").is_file():
+        parts = {name: root / name for name in ("transformer", "text_encoder", "vae")}
+        missing = [str(p) for p in parts.values() if not (p / "config.json").is_file()]
+        if missing:
+            raise ModelFileError(f"Diffusers folder {root} is incomplete; missing: {', '.join(missing)}.")
+        tok = find_tokenizer(root, tokenizer)
+        return ModelFiles("diffusers", parts["transformer"], parts["text_encoder"], parts["vae"], tok)
+
+    searched: list[str] = []
+    dit = _pick(root / "diffusion_models", transformer, ("z_image", "zimage", "z-image"), "diffusion model", searched)
+    if dit is None:
+        dit = _pick(root / "unet", transformer, ("z_image", "zimage", "z-image"), "diffusion model", searched)
+    te = _pick(root / "text_encoders", text_encoder, ("qwen_3_4b", "qwen3_4b", "qwen3-4b", "qwen"), "text encoder",
+               searched)
+    if te is None:
+        te = _pick(root / "clip", text_encoder, ("qwen_3_4b", "qwen"), "text encoder", searched)
+    ae = _pick(root / "vae", vae, ("ae.", "flux", "z_image"), "VAE", searched)
+    missing = [n for n, p in (("diffusion model (z_image_turbo_bf16.safetensors → models/diffusion_models/)", dit),
+                              ("text encoder (qwen_3_4b.safetensors → models/text_encoders/)", te),
+                              ("VAE (ae.safetensors → models/vae/)", ae)) if p is None]
+    if missing:
+        raise ModelFileError(
+            f"Z-Image model files missing under {root}: {'; '.join(missing)}. Searched: {', '.join(searched)}."
+        )
+    return ModelFiles("comfy", dit, te, ae, find_tokenizer(root, tokenizer))
+
+
+class ModelBundle:
+    """Transformer, text encoder + tokenizer, VAE and scheduler settings; each component loads on first access."""
+
+    def __init__(self, files: ModelFiles, device: torch.device, dtype: torch.dtype):
+        self.files = files
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.scheduler_config: dict[str, Any] = shipped_config("scheduler")
+        self._lock = threading.RLock()
+        self._parts: dict[str, Any] = {}
+
+    def _get(self, name: str, loader) -> Any:
+        with self._lock:
+            if name not in self._parts:
+                log.info("Loading %s from %s", name, getattr(self.files, name))
+                self._parts[name] = loader()
+            return self._parts[name]
+
+    @property
+    def transformer(self):
+        return self._get("transformer", self._load_transformer)
+
+    @property
+    def text_encoder(self):
+        return self._get("text_encoder", self._load_text_encoder)
+
+    @property
+    def tokenizer(self):
+        return self._get("tokenizer", lambda: load_tokenizer(self.files.tokenizer))
+
+    @property
+    def vae(self):
+        return self._get("vae", self._load_vae)
+
+    @property
+    def shift(self) -> float:
+        return float(self.scheduler_config.get("shift", 3.0))
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._parts
+
+    def release(self, name: str) -> None:
+        """Drop one component (e.g. the text encoder after encoding) to free memory; it reloads when needed."""
+        with self._lock:
+            self._parts.pop(name, None)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _load_transformer(self):
+        if self.files.layout == "diffusers":
+            from diffusers import ZImageTransformer2DModel
+
+            model = _from_pretrained(ZImageTransformer2DModel, self.files.transformer, self.dtype)
+            if list(model.config.axes_lens) != [1536, 512, 512] and model.config.dim == 3840:
+                log.warning("transformer config axes_lens=%s; Turbo uses [1536, 512, 512]", model.config.axes_lens)
+        else:
+            model = load_transformer_file(self.files.transformer, self.dtype)
+        return model.to(self.device).eval().requires_grad_(False)
+
+    def _load_text_encoder(self):
+        if self.files.layout == "diffusers":
+            from transformers import Qwen3Model
+
+            model = _from_pretrained(Qwen3Model, self.files.text_encoder, self.dtype)
+        else:
+            model = load_text_encoder_file(self.files.text_encoder, self.dtype)
+        return model.to(self.device).eval().requires_grad_(False)
+
+    def _load_vae(self):
+        if self.files.layout == "diffusers":
+            from diffusers import AutoencoderKL
+
+            model = _from_pretrained(AutoencoderKL, self.files.vae, self.dtype)
+        else:
+            model = load_vae_file(self.files.vae, self.dtype)
+        return model.to(self.device).eval().requires_grad_(False)
+
+
+def _from_pretrained(cls, folder: Path, dtype: torch.dtype):
+    try:
+        return cls.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ModelFileError(f"Could not load {cls.__name__} from {folder}: {err}") from err
+
+
+def load_tokenizer(folder: Path):
+    """A fast Qwen tokenizer from local files; pad with <|endoftext|> (id 151643 in the real vocabulary)."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except Exception:
+        if not (folder / "tokenizer.json").is_file():
+            raise ModelFileError(f"Could not read the tokenizer in {folder}.") from None
+        tok = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
+    if tok.pad_token is None:
+        tok.pad_token = "<|endoftext|>"
+    tok.padding_side = "right"
+    return tok
+
+
+_BUNDLES: dict[tuple, ModelBundle] = {}
+_BUNDLES_LOCK = threading.Lock()
+
+
+def load_models(
+    models: str | os.PathLike,
+    *,
+    transformer: str | None = None,
+    text_encoder: str | None = None,
+    vae: str | None = None,
+    tokenizer: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+) -> ModelBundle:
+    """The (cached, lazily loaded) bundle for these files. Errors about missing files come now, not at first use."""
+    files = find_model_files(models, transformer=transformer, text_encoder=text_encoder, vae=vae, tokenizer=tokenizer)
+    device = torch.device(device) if device is not None else default_device()
+    dtype = parse_dtype(dtype) if dtype is not None else default_dtype(device)
+    key = (files.cache_key(), str(device), str(dtype))
+    with _BUNDLES_LOCK:
+        if key not in _BUNDLES:
+            _BUNDLES[key] = ModelBundle(files, device, dtype)
+        return _BUNDLES[key]
+
+
+def clear_cache() -> None:
+    with _BUNDLES_LOCK:
+        _BUNDLES.clear()
+
+
+def parse_dtype(value: torch.dtype | str) -> torch.dtype:
+    if isinstance(value, torch.dtype):
+        return value
+    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+             "fp32": torch.float32, "float32": torch.float32}
+    if value not in table:
+        raise InputError(f"Unknown dtype '{value}'; choose one of {', '.join(table)}.")
+    return table[value]
