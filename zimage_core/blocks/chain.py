@@ -1,0 +1,200 @@
+"""The block upscaling chain: slice → saliency → classify/route → upscale (heavy | light) → feather stitch.
+
+Works on any image, on CPU with no weights at all (everything LANCZOS, with a warning) and on the GPU with a heavy
+model. Non-integer factors run the blocks at the next whole factor and resample the stitched image, so the output is
+always round(scale × input) per side.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import InputError, Interrupted
+from ..images import as_image_batch
+from .classify import Classification, classification_preview, classify_blocks
+from .resample import lanczos_resize
+from .saliency import saliency_heatmap, saliency_map
+from .slicer import DEFAULT_BLOCK, DEFAULT_OVERLAP, Blocks, slice_blocks
+from .stitch import FeatherStitcher
+from .upscale import (HeavyUpscaler, ProgressFn, StopFn, heavy_upscale_blocks, lanczos_upscale_blocks,
+                      load_heavy_upscaler)
+
+log = logging.getLogger(__name__)
+
+STAGES = ("slicing", "saliency", "classification", "upscaling", "stitching")
+LIGHT_CHUNK_PIXELS = 1 << 25  # output pixels per LANCZOS chunk (bounds memory on huge images)
+MAX_SCALE = 16.0
+
+
+@dataclass
+class ChainResult:
+    """Output of `upscale_chain`.
+
+    image: (B, round(H·scale), round(W·scale), 3); saliency: (B, H, W); classification: per-block labels and planned
+    routes; heavy: (N,) bool, the route each block actually took; blocks: the grid (pixels included);
+    previews: {"saliency": heatmap IMAGE, "classes": class/route IMAGE} (empty when previews=False);
+    timings: seconds per stage (STAGES); heavy_name: the heavy model used, or None.
+    """
+
+    image: torch.Tensor
+    saliency: torch.Tensor
+    classification: Classification
+    heavy: torch.Tensor
+    blocks: Blocks
+    previews: dict[str, torch.Tensor] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    heavy_name: str | None = None
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.classification.labels
+
+    def counts(self) -> dict[str, int]:
+        c = self.classification.counts()
+        c["heavy"] = int(self.heavy.sum())
+        c["light"] = int((~self.heavy).sum())
+        return c
+
+
+class _Clock:
+    def __init__(self, device: torch.device) -> None:
+        self.sync = device.type == "cuda"
+        self.t = {s: 0.0 for s in STAGES}
+
+    def now(self) -> float:
+        if self.sync:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+
+def working_scale(scale: float) -> int:
+    """Whole factor the blocks are upscaled by: the scale itself when whole, else the next whole number (≥ 1)."""
+    return max(1, int(math.ceil(scale - 1e-9)))
+
+
+def upscale_chain(
+    images,
+    *,
+    scale: float = 4,
+    block: int = DEFAULT_BLOCK,
+    overlap: int = DEFAULT_OVERLAP,
+    heavy=None,
+    heavy_ratio: float | None = None,
+    batch_size: int = 8,
+    heavy_options: dict | None = None,
+    device: torch.device | str | None = None,
+    previews: bool = True,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> ChainResult:
+    """Upscale a batch of images block by block, spending the heavy model only where saliency says it matters.
+
+    images: anything `as_image_batch` takes. scale: output/input size factor (> 0, ≤ 16). block/overlap: block
+    grid in input pixels. heavy: None (all LANCZOS), a HeavyUpscaler, a spandrel descriptor (ComfyUI
+    UPSCALE_MODEL), an upscale model file or an SD x4 upscaler diffusers folder; heavy_options go to the SD x4
+    loader (prompt, noise_level, steps, guidance_scale, seed). heavy_ratio: target fraction of heavy blocks
+    (None = natural routing). batch_size: heavy blocks per model call (halved automatically on OOM).
+    device: where the chain's tensors live (default: the images'). on_progress(done, total) is called after
+    every chunk of blocks; should_stop() is polled between chunks and raises errors.Interrupted.
+    """
+    try:
+        scale = float(scale)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"scale must be a number; got {scale!r}.") from err
+    if not math.isfinite(scale) or scale <= 0 or scale > MAX_SCALE:
+        raise InputError(f"scale must be > 0 and at most {MAX_SCALE:g}; got {scale}.")
+    images = as_image_batch(images)
+    if device is not None:
+        images = images.to(device)
+    clock = _Clock(images.device)
+    b, h, w, _ = images.shape
+    out_size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    work = working_scale(scale)
+
+    t0 = clock.now()
+    blocks = slice_blocks(images, block, overlap)
+    t1 = clock.now()
+    sal = saliency_map(images)
+    t2 = clock.now()
+    cls = classify_blocks(blocks, sal, heavy_ratio)
+    t3 = clock.now()
+    clock.t["slicing"], clock.t["saliency"], clock.t["classification"] = t1 - t0, t2 - t1, t3 - t2
+
+    upscaler: HeavyUpscaler | None = load_heavy_upscaler(heavy, **(heavy_options or {})) if heavy is not None else None
+    if upscaler is None:
+        log.warning("No heavy upscaler given: all %d blocks use LANCZOS (pass an upscale model or an SD x4 folder "
+                    "to enhance subject and detail blocks).", len(blocks))
+        route = torch.zeros(len(blocks), dtype=torch.bool)
+    else:
+        route = cls.heavy.cpu().clone()
+        if scale < 1:
+            log.warning("scale %.3g < 1: the heavy model would only be downscaled again; using LANCZOS.", scale)
+            route[:] = False
+
+    stitcher = FeatherStitcher(blocks, work, device=images.device)
+    total, done = len(blocks), 0
+    nchw = blocks.nchw()
+
+    def progress(n: int) -> None:
+        nonlocal done
+        done += n
+        if on_progress is not None:
+            on_progress(done, total)
+
+    try:
+        heavy_idx = torch.nonzero(route).flatten()
+        if heavy_idx.numel():
+            log.info("Heavy path (%s): %d of %d blocks, batch size %d.", upscaler.name, heavy_idx.numel(), total,
+                     batch_size)
+            t = clock.now()
+            for sl, out in heavy_upscale_blocks(upscaler, nchw[heavy_idx.to(nchw.device)], work,
+                                                batch_size=batch_size, should_stop=should_stop):
+                t_mid = clock.now()
+                clock.t["upscaling"] += t_mid - t
+                stitcher.add(out.to(images.device), blocks.positions[heavy_idx[sl]])
+                t = clock.now()
+                clock.t["stitching"] += t - t_mid
+                progress(sl.stop - sl.start)
+        light_idx = torch.nonzero(~route).flatten()
+        chunk = max(1, LIGHT_CHUNK_PIXELS // ((blocks.block * work) ** 2))
+        for start in range(0, light_idx.numel(), chunk):
+            if should_stop is not None and should_stop():
+                raise Interrupted("Upscaling interrupted by the user.")
+            idx = light_idx[start:start + chunk]
+            t = clock.now()
+            out = lanczos_upscale_blocks(nchw[idx.to(nchw.device)], work)
+            t_mid = clock.now()
+            stitcher.add(out, blocks.positions[idx])
+            t_end = clock.now()
+            clock.t["upscaling"] += t_mid - t
+            clock.t["stitching"] += t_end - t_mid
+            progress(idx.numel())
+    finally:
+        release = getattr(upscaler, "release", None)
+        if callable(release):
+            release()
+
+    t = clock.now()
+    image = stitcher.result()
+    clock.t["stitching"] += clock.now() - t
+    if tuple(image.shape[1:3]) != out_size:
+        t = clock.now()
+        image = lanczos_resize(image, out_size)
+        clock.t["upscaling"] += clock.now() - t
+
+    pv: dict[str, torch.Tensor] = {}
+    if previews:
+        from dataclasses import replace
+
+        pv["saliency"] = saliency_heatmap(sal)
+        pv["classes"] = classification_preview(images, blocks, replace(cls, heavy=route.to(cls.heavy.device)))
+    return ChainResult(image=image, saliency=sal, classification=cls, heavy=route, blocks=blocks, previews=pv,
+                       timings=dict(clock.t), heavy_name=upscaler.name if upscaler is not None else None)
+
+
+__all__ = ["upscale_chain", "ChainResult", "STAGES", "working_scale"]
