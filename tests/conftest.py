@@ -24,3 +24,27 @@ def qwen_tokenizer_dir() -> Path:
     if not (SHARED_TOKENIZER / "tokenizer.json").is_file() and not (SHARED_TOKENIZER / "vocab.json").is_file():
         pytest.skip("../shared/testdata/qwen_tokenizer is not present (only in the team checkout)")
     return SHARED_TOKENIZER
+
+
+@pytest.fixture(scope="session")
+def tokenizer_source() -> Path | None:
+    """Real Qwen tokenizer files when the team checkout has them, else None (a tiny BPE is trained offline)."""
+    return SHARED_TOKENIZER if (SHARED_TOKENIZER / "vocab.json").is_file() else None
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory, tokenizer_source) -> dict[str, Path]:
+    """The same tiny random models (seed 0) written once per session in both layouts users have."""
+    from zimage_core.testing import save_tiny_models
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {layout: save_tiny_models(root / layout, layout, tokenizer_source=tokenizer_source)
+            for layout in ("comfy", "diffusers")}
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_dirs):
+    """A loaded tiny bundle (ComfyUI layout, CPU, fp32), shared by tests that only need working models."""
+    from zimage_core.models import load_models
+
+    return load_models(tiny_dirs["comfy"], device="cpu", dtype="fp32")

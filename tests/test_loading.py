@@ -1,0 +1,125 @@
+"""Loading the files users have, through the real loaders, from both layouts; and the errors for bad files."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from zimage_core.errors import InputError, ModelFileError
+from zimage_core.generate import generate
+from zimage_core.models import clear_cache, find_model_files, load_models
+
+
+def test_both_layouts_load_identical_weights_and_give_the_same_image(tiny_dirs):
+    comfy = load_models(tiny_dirs["comfy"], device="cpu")
+    diff = load_models(tiny_dirs["diffusers"], device="cpu")
+    assert comfy.files.layout == "comfy" and diff.files.layout == "diffusers"
+    for part in ("transformer", "text_encoder", "vae"):
+        a, b = getattr(comfy, part).state_dict(), getattr(diff, part).state_dict()
+        assert set(a) == set(b), part
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+    kw = dict(width=64, height=64, steps=3, seed=11)
+    img_a = generate(comfy, "a red chair", **kw).images
+    img_b = generate(diff, "a red chair", **kw).images
+    assert img_a.shape == (1, 64, 64, 3)
+    torch.testing.assert_close(img_a, img_b, atol=1e-5, rtol=0)  # same weights; kernels may differ by layout
+
+
+def test_loading_is_lazy_and_cached(tiny_dirs):
+    clear_cache()
+    bundle = load_models(tiny_dirs["comfy"], device="cpu")
+    assert not bundle.is_loaded("transformer")
+    assert load_models(tiny_dirs["comfy"], device="cpu") is bundle
+    t = bundle.transformer
+    assert bundle.is_loaded("transformer") and bundle.transformer is t
+    bundle.release("transformer")
+    assert not bundle.is_loaded("transformer")
+
+
+def test_prefixed_original_keys_load(tiny_dirs, tmp_path):
+    """ComfyUI checkpoints often carry 'model.diffusion_model.'; the loader strips it."""
+    root = tmp_path / "models"
+    shutil.copytree(tiny_dirs["comfy"], root)
+    f = root / "diffusion_models" / "z_image_turbo_tiny.safetensors"
+    sd = load_file(str(f))
+    save_file({"model.diffusion_model." + k: v for k, v in sd.items()}, str(f))
+    ref = load_models(tiny_dirs["comfy"], device="cpu").transformer.state_dict()
+    got = load_models(root, device="cpu").transformer.state_dict()
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_fp8_file_is_upcast_and_close(tiny_dirs, tmp_path):
+    root = tmp_path / "models"
+    shutil.copytree(tiny_dirs["comfy"], root)
+    f = root / "diffusion_models" / "z_image_turbo_tiny.safetensors"
+    sd = load_file(str(f))
+    save_file({k: v.to(torch.float8_e4m3fn) if v.ndim == 2 else v for k, v in sd.items()}, str(f))
+    model = load_models(root, device="cpu").transformer
+    assert model.dtype == torch.float32
+    ref = load_models(tiny_dirs["comfy"], device="cpu").transformer
+    w, w_ref = model.layers[0].feed_forward.w1.weight, ref.layers[0].feed_forward.w1.weight
+    assert not torch.equal(w, w_ref)
+    assert torch.allclose(w, w_ref, rtol=0.07, atol=1e-3)
+
+
+def test_missing_folder_and_files_list_what_was_searched(tmp_path):
+    with pytest.raises(ModelFileError, match="Model folder not found"):
+        find_model_files(tmp_path / "nope")
+    (tmp_path / "diffusion_models").mkdir()
+    with pytest.raises(ModelFileError) as err:
+        find_model_files(tmp_path)
+    msg = str(err.value)
+    assert "qwen_3_4b.safetensors" in msg and "ae.safetensors" in msg and str(tmp_path / "text_encoders") in msg
+
+
+def test_wrong_architecture_names_the_file(tiny_dirs, tmp_path):
+    root = tmp_path / "models"
+    shutil.copytree(tiny_dirs["comfy"], root)
+    dit = root / "diffusion_models" / "z_image_turbo_tiny.safetensors"
+    shutil.copy(root / "vae" / "ae_tiny.safetensors", dit)  # a VAE in the diffusion-model slot
+    bundle = load_models(root, device="cpu")
+    with pytest.raises(ModelFileError, match=r"z_image_turbo_tiny.safetensors is not a Z-Image transformer.*VAE"):
+        bundle.transformer
+
+
+def test_unsupported_formats_are_refused_by_name(tiny_dirs, tmp_path):
+    root = tmp_path / "models"
+    shutil.copytree(tiny_dirs["comfy"], root)
+    dit = root / "diffusion_models" / "z_image_turbo_tiny.safetensors"
+    sd = load_file(str(dit))
+    sd["layers.0.attention.qkv.comfy_quant"] = torch.zeros(4, dtype=torch.uint8)
+    save_file(sd, str(dit))
+    with pytest.raises(ModelFileError, match="nvfp4|int8"):
+        load_models(root, device="cpu").transformer
+    dit.unlink()
+    (root / "diffusion_models" / "z_image_turbo-Q4_K.gguf").write_bytes(b"GGUF\x03\x00")
+    with pytest.raises(ModelFileError, match="GGUF"):
+        load_models(root, device="cpu").transformer
+
+
+def test_truncated_file_gives_clear_error(tiny_dirs, tmp_path):
+    root = tmp_path / "models"
+    shutil.copytree(tiny_dirs["comfy"], root)
+    vae = root / "vae" / "ae_tiny.safetensors"
+    vae.write_bytes(vae.read_bytes()[: vae.stat().st_size // 2])
+    with pytest.raises(ModelFileError, match="ae_tiny.safetensors"):
+        load_models(root, device="cpu").vae
+
+
+def test_missing_tokenizer_says_where_to_put_it(tiny_dirs, tmp_path, monkeypatch):
+    root = tmp_path / "models"
+    shutil.copytree(tiny_dirs["comfy"], root)
+    shutil.rmtree(root / "tokenizer")
+    monkeypatch.delenv("ZIMAGE_TOKENIZER", raising=False)
+    with pytest.raises(ModelFileError, match="tokenizer"):
+        find_model_files(root)
+    files = find_model_files(root, tokenizer=tiny_dirs["comfy"] / "tokenizer")
+    assert files.tokenizer == tiny_dirs["comfy"] / "tokenizer"
+
+
+def test_unknown_dtype_is_an_input_error(tiny_dirs):
+    with pytest.raises(InputError, match="dtype"):
+        load_models(tiny_dirs["comfy"], device="cpu", dtype="fp7")

@@ -1,0 +1,158 @@
+"""Command line: `python -m zimage_core {generate,upscale,make-tiny,serve}`. Prints a JSON timing report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .errors import ZImageError
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="text to image with Z-Image-Turbo")
+    p.add_argument("--prompt", required=True, action="append", help="prompt text (repeat for a batch)")
+    p.add_argument("--negative", default=None, help="negative prompt (used by NAG, or by CFG when --cfg > 0)")
+    p.add_argument("--models", required=True, help="a ComfyUI models/ folder or a diffusers Z-Image folder")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder (else <models>/tokenizer, $ZIMAGE_TOKENIZER)")
+    p.add_argument("--width", type=int, default=1024)
+    p.add_argument("--height", type=int, default=1024)
+    p.add_argument("--steps", type=int, default=9, help="number of model evaluations (Turbo: 8-9)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--shift", type=float, default=None, help="schedule shift (default 3.0)")
+    p.add_argument("--batch", type=int, default=1, help="images per prompt")
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--out", default="out/zimage.png", help="output PNG (index appended for batches)")
+    p.add_argument("--upscale", action="store_true", help="run the block upscaling route + faces after generating")
+    p.add_argument("--heavy", default=None, help="heavy upscaler for --upscale: spandrel file or SD x4 folder")
+    p.add_argument("--face-model", default=None, help="GFPGAN v1.4 file for face restoration (--upscale)")
+
+
+def _add_upscale(sub) -> None:
+    p = sub.add_parser("upscale", help="saliency-routed block upscale (+ optional faces) of an existing image")
+    p.add_argument("image", help="input image (PNG/JPEG/WebP)")
+    p.add_argument("--out", default="out/upscaled.png")
+    p.add_argument("--scale", type=float, default=4.0)
+    p.add_argument("--heavy", default=None, help="spandrel upscale model file or SD x4 upscaler diffusers folder")
+    p.add_argument("--heavy-ratio", type=float, default=None, help="target share of blocks on the heavy path (0-1)")
+    p.add_argument("--block", type=int, default=128)
+    p.add_argument("--overlap", type=int, default=32)
+    p.add_argument("--face-model", default=None, help="GFPGAN v1.4 .safetensors/.pth (faces are skipped without)")
+    p.add_argument("--width", type=int, default=None, help="final width (default: scale × input)")
+    p.add_argument("--height", type=int, default=None, help="final height (default: scale × input)")
+    p.add_argument("--device", default=None)
+
+
+def _add_make_tiny(sub) -> None:
+    p = sub.add_parser("make-tiny", help="write tiny random Z-Image models (for smoke tests)")
+    p.add_argument("--layout", choices=["comfy", "diffusers"], default="comfy")
+    p.add_argument("--out", required=True)
+    p.add_argument("--tokenizer", default=None, help="copy these tokenizer files instead of training a tiny one")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="headless HTTP API (POST /generate, GET /health)")
+    p.add_argument("--models", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8190)
+    p.add_argument("--queue", type=int, default=8, help="max queued requests (503 beyond)")
+    p.add_argument("--device", default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m zimage_core", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_generate, _add_upscale, _add_make_tiny, _add_serve):
+        add(sub)
+    return parser
+
+
+def _out_paths(out: str, n: int) -> list[Path]:
+    path = Path(out)
+    if n == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}_{i:02d}{path.suffix or '.png'}") for i in range(n)]
+
+
+def cmd_generate(args) -> dict:
+    from .generate import generate
+    from .images import save_image_atomic, to_pil
+    from .models import load_models
+
+    bundle = load_models(args.models, tokenizer=args.tokenizer, device=args.device, dtype=args.dtype)
+    t0 = time.perf_counter()
+    make_denoiser = None
+    if args.negative:
+        from .guidance import GuidanceOptions, guided_denoiser
+        from .generate import prompt_encoder
+
+        neg = prompt_encoder(bundle).encode([args.negative] * len(args.prompt))
+        make_denoiser = guided_denoiser(GuidanceOptions(negative=neg, nag_scale=3.0, nag_tau=2.5, nag_alpha=0.25))
+    result = generate(bundle, args.prompt, width=args.width, height=args.height, steps=args.steps, seed=args.seed,
+                      shift=args.shift, images_per_prompt=args.batch, make_denoiser=make_denoiser)
+    timings = {"load": time.perf_counter() - t0 - result.timings["total"], **result.timings}
+    images = result.images
+    if args.upscale:
+        from .pipeline import run_chain
+
+        images, chain_t = run_chain(images, heavy=args.heavy, face_model=args.face_model)
+        timings.update(chain_t)
+    paths = _out_paths(args.out, images.shape[0])
+    for i, p in enumerate(paths):
+        save_image_atomic(to_pil(images, i), p)
+    return {"outputs": [str(p) for p in paths], "seeds": result.seeds, "timing_report": timings}
+
+
+def cmd_upscale(args) -> dict:
+    from .images import load_image, save_image_atomic, to_pil
+    from .pipeline import upscale_route
+
+    image = load_image(args.image)
+    result = upscale_route(image, scale=args.scale, heavy=args.heavy, heavy_ratio=args.heavy_ratio, block=args.block,
+                           overlap=args.overlap, face_model=args.face_model, out_width=args.width,
+                           out_height=args.height, device=args.device)
+    paths = _out_paths(args.out, result.image.shape[0])
+    for i, p in enumerate(paths):
+        save_image_atomic(to_pil(result.image, i), p)
+    return {"outputs": [str(p) for p in paths], "width": result.image.shape[2], "height": result.image.shape[1],
+            "notes": result.notes, "timing_report": result.timings}
+
+
+def cmd_make_tiny(args) -> dict:
+    from .testing import save_tiny_models
+
+    out = save_tiny_models(args.out, args.layout, tokenizer_source=Path(args.tokenizer) if args.tokenizer else None,
+                           seed=args.seed)
+    return {"written": str(out), "layout": args.layout,
+            "files": sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())}
+
+
+def cmd_serve(args) -> dict:
+    from .api import serve
+
+    serve(args.models, host=args.host, port=args.port, queue_size=args.queue, device=args.device)
+    return {"stopped": True}
+
+
+COMMANDS = {"generate": cmd_generate, "upscale": cmd_upscale, "make-tiny": cmd_make_tiny, "serve": cmd_serve}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        report = COMMANDS[args.command](args)
+    except ZImageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(json.dumps(report, indent=2))
+    return 0
