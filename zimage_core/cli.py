@@ -99,10 +99,11 @@ def cmd_generate(args) -> dict:
     timings = {"load": time.perf_counter() - t0 - result.timings["total"], **result.timings}
     images = result.images
     if args.upscale:
-        from .pipeline import run_chain
+        from .pipeline import upscale_route
 
-        images, chain_t = run_chain(images, heavy=args.heavy, face_model=args.face_model)
-        timings.update(chain_t)
+        routed = upscale_route(images, heavy=args.heavy, face_model=args.face_model)
+        images = routed.image
+        timings.update({f"upscale_{k}": v for k, v in routed.timings.items()})
     paths = _out_paths(args.out, images.shape[0])
     for i, p in enumerate(paths):
         save_image_atomic(to_pil(images, i), p)
