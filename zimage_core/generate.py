@@ -12,7 +12,7 @@ from . import vae as vae_ops
 from .encode import MAX_CAPTION_TOKENS, Conditioning, PromptEncoder
 from .images import as_image_batch
 from .models import ModelBundle
-from .sample import Denoiser, StepCallback, sample
+from .sample import Denoiser, StepCallback, StepInfo, sample
 from .schedule import DEFAULT_SHIFT
 
 
@@ -52,7 +52,15 @@ def generate(
     callback: StepCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     tiled_decode: bool | None = None,
+    batch_invariant: bool | None = None,
 ) -> GenerationResult:
+    """Generate images. `batch_invariant` (default: on for CPU) computes every image on its own, so an image is
+    byte-identical whatever its position in the batch; batched kernels otherwise differ in the last float bits."""
+    if batch_invariant is None:
+        batch_invariant = bundle.device.type == "cpu"
+    items = _batch_items(prompts, images_per_prompt)
+    if batch_invariant and len(items) > 1:
+        return _generate_each(bundle, items, locals())
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if isinstance(prompts, Conditioning):
@@ -78,6 +86,40 @@ def generate(
     timings["decode"] = time.perf_counter() - t0
     timings["total"] = sum(timings.values())
     return GenerationResult(images, latents, [seed + i for i in range(latents.shape[0])], timings)
+
+
+def _batch_items(prompts, images_per_prompt: int) -> list[tuple[object, int]]:
+    """(single prompt or conditioning, prompt index) for every output image, in output order."""
+    if isinstance(prompts, Conditioning):
+        singles = [Conditioning([e], [p], dict(prompts.info)) for e, p in zip(prompts.embeds, prompts.prompts)]
+    else:
+        singles = [prompts] if isinstance(prompts, str) else list(prompts)
+    return [(one, i) for i, one in enumerate(singles) for _ in range(max(1, images_per_prompt))]
+
+
+def _generate_each(bundle: ModelBundle, items: list[tuple[object, int]], kw: dict) -> GenerationResult:
+    """One image at a time, with seed + index and progress counted over the whole batch."""
+    n, results = len(items), []
+    callback, init = kw["callback"], kw["init_image"]
+    init = as_image_batch(init) if init is not None else None
+    for index, (one, prompt_index) in enumerate(items):
+        cb = None
+        if callback is not None:
+            def cb(info, _offset=index):
+                callback(StepInfo(info.step + _offset * info.total, info.total * n, info.sigma, info.latents,
+                                  info.denoised))
+        this_init = None
+        if init is not None:
+            this_init = init[index:index + 1] if init.shape[0] == n else init[min(prompt_index, init.shape[0] - 1):][:1]
+        results.append(generate(
+            bundle, one, width=kw["width"], height=kw["height"], steps=kw["steps"], seed=kw["seed"] + index,
+            shift=kw["shift"], images_per_prompt=1, init_image=this_init, strength=kw["strength"],
+            hidden_layer=kw["hidden_layer"], max_tokens=kw["max_tokens"], long_mode=kw["long_mode"],
+            make_denoiser=kw["make_denoiser"], callback=cb, should_stop=kw["should_stop"],
+            tiled_decode=kw["tiled_decode"], batch_invariant=False))
+    timings = {k: sum(r.timings[k] for r in results) for k in results[0].timings}
+    return GenerationResult(torch.cat([r.images for r in results]), torch.cat([r.latents for r in results]),
+                            [kw["seed"] + i for i in range(n)], timings)
 
 
 def _sync(t: torch.Tensor) -> None:
