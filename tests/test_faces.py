@@ -301,6 +301,13 @@ def test_fidelity_blends_linearly_between_original_and_restored(astronaut):
     assert soft_mask(512)[0, 0] < 1e-3 and soft_mask(512)[256, 256] > 0.999
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1, 3), (2, 3, 5, 3), (1, 16, 600, 3)])
+def test_degenerate_images_come_back_unchanged(shape):
+    images = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    out, report = restore_faces(images, _NeverCalled())
+    assert torch.equal(out, images) and report.faces_per_image == [0] * shape[0]
+
+
 def test_tiny_faces_are_skipped_and_reported(astronaut):
     small = torch.nn.functional.interpolate(astronaut.permute(0, 3, 1, 2), size=(128, 128), mode="area")
     out, report = restore_faces(small.permute(0, 2, 3, 1), _NeverCalled(), min_face_size=40, detector="mediapipe")
@@ -342,11 +349,14 @@ def test_pickle_that_runs_code_is_refused_and_never_runs(tmp_path):
     assert not marker.exists()
 
 
-def test_corrupt_and_missing_files_name_the_file(tmp_path, gfpgan_files):
+def test_corrupt_and_missing_files_name_the_file(tmp_path):
+    from safetensors.torch import save_file
+
     junk = tmp_path / "GFPGANv1.4.pth"
     junk.write_bytes(np.random.default_rng(0).bytes(4096))
-    truncated = tmp_path / "GFPGANv1.4.safetensors"
-    truncated.write_bytes(gfpgan_files["safetensors"].read_bytes()[:100_000])
+    whole, truncated = tmp_path / "whole.safetensors", tmp_path / "GFPGANv1.4.safetensors"
+    save_file({"toRGB.0.weight": torch.zeros(3, 64, 1, 1), "final_linear.weight": torch.zeros(512, 512)}, str(whole))
+    truncated.write_bytes(whole.read_bytes()[:100_000])  # a download cut short
     for path in (junk, truncated, tmp_path / "missing.pth"):
         with pytest.raises(ModelFileError, match=path.name):
             FaceRestorer.load(path)
