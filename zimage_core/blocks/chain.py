@@ -18,16 +18,15 @@ from ..errors import InputError, Interrupted
 from ..images import as_image_batch
 from .classify import Classification, classification_preview, classify_blocks
 from .resample import lanczos_resize
-from .saliency import saliency_heatmap, saliency_map
-from .slicer import DEFAULT_BLOCK, DEFAULT_OVERLAP, Blocks, slice_blocks
-from .stitch import FeatherStitcher
+from .saliency import saliency_heatmap, saliency_of_batch
+from .slicer import DEFAULT_BLOCK, DEFAULT_OVERLAP, Blocks, slice_batch
+from .light import blend_blocks_into, feather_resample
 from .upscale import (HeavyUpscaler, ProgressFn, StopFn, heavy_upscale_blocks, lanczos_upscale_blocks,
                       load_heavy_upscaler)
 
 log = logging.getLogger(__name__)
 
 STAGES = ("slicing", "saliency", "classification", "upscaling", "stitching")
-LIGHT_CHUNK_PIXELS = 1 << 25  # output pixels per LANCZOS chunk (bounds memory on huge images)
 MAX_SCALE = 16.0
 
 
@@ -38,7 +37,8 @@ class ChainResult:
     image: (B, round(H·scale), round(W·scale), 3); saliency: (B, H, W); classification: per-block labels and planned
     routes; heavy: (N,) bool, the route each block actually took; blocks: the grid (pixels included);
     previews: {"saliency": heatmap IMAGE, "classes": class/route IMAGE} (empty when previews=False);
-    timings: seconds per stage (STAGES); heavy_name: the heavy model used, or None.
+    timings: seconds per stage (STAGES); the light path's LANCZOS and feather blend are one fused pass, counted
+    under 'upscaling'; 'stitching' is the blending of heavy blocks. heavy_name: the heavy model used, or None.
     """
 
     image: torch.Tensor
@@ -117,9 +117,9 @@ def upscale_chain(
     work = working_scale(scale)
 
     t0 = clock.now()
-    blocks = slice_blocks(images, block, overlap)
+    blocks = slice_batch(images, block, overlap)
     t1 = clock.now()
-    sal = saliency_map(images)
+    sal = saliency_of_batch(images)
     t2 = clock.now()
     cls = classify_blocks(blocks, sal, heavy_ratio)
     t3 = clock.now()
@@ -136,52 +136,46 @@ def upscale_chain(
             log.warning("scale %.3g < 1: the heavy model would only be downscaled again; using LANCZOS.", scale)
             route[:] = False
 
-    stitcher = FeatherStitcher(blocks, work, device=images.device)
-    total, done = len(blocks), 0
-    nchw = blocks.nchw()
+    total = len(blocks)
+    done = 0
 
     def progress(n: int) -> None:
         nonlocal done
         done += n
-        if on_progress is not None:
+        if on_progress is not None and n:
             on_progress(done, total)
 
     try:
+        if should_stop is not None and should_stop():
+            raise Interrupted("Upscaling interrupted by the user.")
+        # Light path for every block at once: LANCZOS + feather stitch fused into one banded resample (light.py).
+        t = clock.now()
+        image = feather_resample(images, blocks, work)
+        clock.t["upscaling"] += clock.now() - t
+        progress(int((~route).sum()))
         heavy_idx = torch.nonzero(route).flatten()
         if heavy_idx.numel():
             log.info("Heavy path (%s): %d of %d blocks, batch size %d.", upscaler.name, heavy_idx.numel(), total,
                      batch_size)
+            nchw = blocks.nchw()
             t = clock.now()
             for sl, out in heavy_upscale_blocks(upscaler, nchw[heavy_idx.to(nchw.device)], work,
                                                 batch_size=batch_size, should_stop=should_stop):
+                idx = heavy_idx[sl]
                 t_mid = clock.now()
                 clock.t["upscaling"] += t_mid - t
-                stitcher.add(out.to(images.device), blocks.positions[heavy_idx[sl]])
+                # Swap these blocks' LANCZOS share of the weighted mean for the heavy output (exact, see light.py).
+                light = lanczos_upscale_blocks(nchw[idx.to(nchw.device)], work)
+                blend_blocks_into(image, out.to(images.device), light, blocks.positions[idx], blocks, work)
                 t = clock.now()
                 clock.t["stitching"] += t - t_mid
-                progress(sl.stop - sl.start)
-        light_idx = torch.nonzero(~route).flatten()
-        chunk = max(1, LIGHT_CHUNK_PIXELS // ((blocks.block * work) ** 2))
-        for start in range(0, light_idx.numel(), chunk):
-            if should_stop is not None and should_stop():
-                raise Interrupted("Upscaling interrupted by the user.")
-            idx = light_idx[start:start + chunk]
-            t = clock.now()
-            out = lanczos_upscale_blocks(nchw[idx.to(nchw.device)], work)
-            t_mid = clock.now()
-            stitcher.add(out, blocks.positions[idx])
-            t_end = clock.now()
-            clock.t["upscaling"] += t_mid - t
-            clock.t["stitching"] += t_end - t_mid
-            progress(idx.numel())
+                progress(idx.numel())
+            image.clamp_(0.0, 1.0)
     finally:
         release = getattr(upscaler, "release", None)
         if callable(release):
             release()
 
-    t = clock.now()
-    image = stitcher.result()
-    clock.t["stitching"] += clock.now() - t
     if tuple(image.shape[1:3]) != out_size:
         t = clock.now()
         image = lanczos_resize(image, out_size)

@@ -90,7 +90,11 @@ def resolve_geometry(height: int, width: int, block: int, overlap: int) -> tuple
 
 def slice_blocks(images: torch.Tensor, block: int = DEFAULT_BLOCK, overlap: int = DEFAULT_OVERLAP) -> Blocks:
     """Slice a (B,H,W,3) batch (or anything `as_image_batch` takes) into overlapping square blocks."""
-    images = as_image_batch(images)
+    return slice_batch(as_image_batch(images), block, overlap)
+
+
+def slice_batch(images: torch.Tensor, block: int = DEFAULT_BLOCK, overlap: int = DEFAULT_OVERLAP) -> Blocks:
+    """`slice_blocks` for a tensor that is already a valid (B,H,W,3) batch (skips the conversion pass)."""
     b, h, w, _ = images.shape
     block, overlap = resolve_geometry(h, w, block, overlap)
     stride = block - overlap

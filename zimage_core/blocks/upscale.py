@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Callable, Iterator, Protocol, runtime_checkable
 
@@ -173,11 +174,14 @@ class SDUpscaler:
     def from_folder(cls, folder: str | os.PathLike, *, dtype: torch.dtype | None = None,
                     device: torch.device | str | None = None, **options) -> "SDUpscaler":
         """Load the pipeline from a local diffusers folder (never the hub)."""
-        from diffusers import StableDiffusionUpscalePipeline
-
         folder = Path(folder)
         if not (folder / "model_index.json").is_file():
-            raise ModelFileError(f"{folder} is not a diffusers folder (no model_index.json).")
+            raise ModelFileError(
+                f"{folder} is not a diffusers folder (no model_index.json); give the stable-diffusion-x4-upscaler "
+                "folder, or an upscale model file."
+            )
+        from diffusers import StableDiffusionUpscalePipeline
+
         device = torch.device(device) if device is not None else default_device()
         if dtype is None:
             dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -237,10 +241,11 @@ def load_heavy_upscaler(spec, *, device: torch.device | str | None = None, **opt
         if options:
             log.warning("Options %s only apply to the SD x4 upscaler; ignored for %s.", sorted(options), path.name)
         return SpandrelUpscaler.from_file(path, device=device)
-    from spandrel import ModelDescriptor
+    if "spandrel" in sys.modules:  # a loaded descriptor implies spandrel is imported; skip the slow import otherwise
+        from spandrel import ImageModelDescriptor, MaskedImageModelDescriptor
 
-    if isinstance(spec, ModelDescriptor):
-        return SpandrelUpscaler(spec, device=device)
+        if isinstance(spec, (ImageModelDescriptor, MaskedImageModelDescriptor)):
+            return SpandrelUpscaler(spec, device=device)
     if callable(spec) and isinstance(getattr(spec, "scale", None), int) and isinstance(getattr(spec, "name", None), str):
         return spec
     raise InputError(
