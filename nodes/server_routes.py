@@ -1,0 +1,248 @@
+"""`POST /zimage/generate` on ComfyUI's own server: the DESIGN §1 HTTP contract, run as a graph of our nodes through
+ComfyUI's queue (so it shares the GPU, the model cache and the memory manager with everything else ComfyUI runs).
+
+Flow: validate the body with zimage_core.api.parse_request (same rules and errors as the headless server) → build
+the full-pipeline API graph (`build_prompt`) → POST it to ComfyUI's own /prompt over loopback (the exact code path
+a client's POST /prompt takes: validation, on_prompt handlers, queue) → poll the prompt's history → read the
+PreviewImage output → answer `{"image": base64 JPEG, "width", "height", "seed", "timing_report", ...}`. The timing
+report comes from our nodes (host.record_timing, keyed by prompt id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from zimage_core.api import Limits, RequestError, parse_request
+from zimage_core.pipeline import TIMING_STAGES, encode_jpeg_base64, working_size
+
+from . import host
+
+log = logging.getLogger(__name__)
+
+ROUTE = "/zimage/generate"
+TIMEOUT_S = 900.0
+POLL_S = 0.25
+ROUTE_SCALE = 4
+NAG = {"nag_scale": 3.0, "nag_tau": 2.5, "nag_alpha": 0.25}  # the headless API's negative_prompt settings
+CLIENT_ID = "zimage-generate-route"
+_registered = False
+
+
+def default_choices() -> dict[str, Any]:
+    """Which model files the route uses: the loader's preferred defaults, the first heavy upscaler (SD x4 folders
+    first, then upscale model files; none = LANCZOS) and the first GFPGAN file (none = faces skipped)."""
+    from .blocks import NO_HEAVY, SD_PREFIX, _heavy_choices
+    from .faces import FACE_FOLDER
+    from .loaders import ZImageLoader
+
+    req = ZImageLoader.INPUT_TYPES()["required"]
+    picks = {name: req[name][1].get("default") for name in ("diffusion_model", "text_encoder", "vae")}
+    heavy = _heavy_choices()
+    sd = [h for h in heavy if h.startswith(SD_PREFIX)]
+    files = [h for h in heavy if h != NO_HEAVY and not h.startswith(SD_PREFIX)]
+    host.register_folder(FACE_FOLDER)
+    faces = host.list_files(FACE_FOLDER)
+    gfpgan = [f for f in faces if "gfpgan" in f.lower()] or faces
+    return {**picks, "heavy_choices": heavy, "heavy": (sd or files or [NO_HEAVY])[0],
+            "face_choices": faces, "face_model": gfpgan[0] if gfpgan else None}
+
+
+def build_prompt(prompts: list[str], *, width: int, height: int, steps: int, seed: int, diffusion_model: str,
+                 text_encoder: str, vae: str, heavy: str, face_model: str | None,
+                 negative_prompt: str | None = None) -> tuple[dict, list[str]]:
+    """The full-pipeline API graph (one branch per prompt, prompt i at seed + i) and the ids of its output nodes.
+
+    Per branch: Qwen3 Encode → Z-Image Sampler (working size 512-768) → VAE Decode → Saliency + Slicer →
+    Classifier → Block Upscaler (×4) → Feather Stitch → [Face Restore] → Resize to width×height → PreviewImage.
+    """
+    work_w, work_h = working_size(width, height)
+    g: dict[str, dict] = {
+        "loader": {"class_type": "ZImageLoader", "inputs": {
+            "diffusion_model": diffusion_model, "text_encoder": text_encoder, "vae": vae, "weight_dtype": "auto"}},
+    }
+    if face_model is not None:
+        g["face_model"] = {"class_type": "ZImageFaceRestoreModelLoader", "inputs": {"model_name": face_model}}
+    if negative_prompt:
+        g["negative"] = {"class_type": "ZImageEncode", "inputs": {
+            "text_encoder": ["loader", 1], "text": negative_prompt, "hidden_layer": -2,
+            "long_prompt_mode": "truncate", "max_tokens": 1504}}
+    outputs = []
+    for i, text in enumerate(prompts):
+        p = f"p{i}_"
+        sampler_inputs: dict[str, Any] = {
+            "model": ["loader", 0], "positive": [p + "encode", 0], "width": work_w, "height": work_h,
+            "steps": steps, "seed": seed + i, "shift": 3.0, "denoise": 1.0}
+        if negative_prompt:
+            sampler_inputs.update(negative=["negative", 0], **NAG)
+        g[p + "encode"] = {"class_type": "ZImageEncode", "inputs": {
+            "text_encoder": ["loader", 1], "text": text, "hidden_layer": -2, "long_prompt_mode": "truncate",
+            "max_tokens": 1504}}
+        g[p + "sample"] = {"class_type": "ZImageSampler", "inputs": sampler_inputs}
+        g[p + "decode"] = {"class_type": "ZImageVAEDecode", "inputs": {"vae": ["loader", 2],
+                                                                        "samples": [p + "sample", 0]}}
+        g[p + "saliency"] = {"class_type": "ZImageSaliencyMap", "inputs": {"image": [p + "decode", 0]}}
+        g[p + "slice"] = {"class_type": "ZImageBlockSlicer", "inputs": {"image": [p + "decode", 0],
+                                                                         "block_size": 128, "overlap": 32}}
+        g[p + "classify"] = {"class_type": "ZImageBlockClassifier", "inputs": {
+            "blocks": [p + "slice", 0], "saliency": [p + "saliency", 0], "heavy_ratio": -1.0}}
+        g[p + "upscale"] = {"class_type": "ZImageBlockUpscaler", "inputs": {
+            "blocks": [p + "classify", 0], "heavy_model": heavy, "scale": ROUTE_SCALE, "batch_size": 8}}
+        g[p + "stitch"] = {"class_type": "ZImageFeatherStitch", "inputs": {"blocks": [p + "upscale", 0]}}
+        last = [p + "stitch", 0]
+        if face_model is not None:
+            g[p + "faces"] = {"class_type": "ZImageFaceRestore", "inputs": {
+                "image": last, "face_model": ["face_model", 0], "fidelity": 1.0, "detector": "auto",
+                "min_confidence": 0.5, "max_faces": 0}}
+            last = [p + "faces", 0]
+        g[p + "resize"] = {"class_type": "ZImageResize", "inputs": {"image": last, "width": width, "height": height}}
+        g[p + "out"] = {"class_type": "PreviewImage", "inputs": {"images": [p + "resize", 0]}}
+        outputs.append(p + "out")
+    return g, outputs
+
+
+def _json(status: int, body: dict):
+    from aiohttp import web
+
+    return web.json_response(body, status=status)
+
+
+def _error(status: int, message: str, field: str | None = None, **extra) -> Any:
+    return _json(status, {"error": message, "field": field, **extra})
+
+
+async def _queue(server, prompt: dict) -> tuple[str | None, dict]:
+    """POST the graph to ComfyUI's own /prompt (same validation and queue as any client)."""
+    import aiohttp
+
+    url = host.server_base_url(server) + "/prompt"
+    body = {"prompt": prompt, "client_id": CLIENT_ID, "prompt_id": str(uuid.uuid4())}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, json=body, ssl=False) as resp:
+            data = await resp.json(content_type=None)
+            if resp.status != 200:
+                return None, data
+            return data.get("prompt_id"), data
+
+
+async def _wait(server, prompt_id: str, timeout: float) -> dict | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        hist = server.prompt_queue.get_history(prompt_id=prompt_id)  # an entry appears once execution ended
+        if hist and prompt_id in hist:
+            return hist[prompt_id]
+        await asyncio.sleep(POLL_S)
+    return None
+
+
+def _execution_error(entry: dict) -> dict | None:
+    for kind, data in entry.get("status", {}).get("messages", []):
+        if kind in ("execution_error", "execution_interrupted"):
+            return {"kind": kind, **(data or {})}
+    return None
+
+
+def _read_output(entry: dict, node_id: str):
+    from zimage_core.images import load_image
+
+    images = entry.get("outputs", {}).get(node_id, {}).get("images", [])
+    if not images:
+        raise RuntimeError(f"the graph finished but node {node_id} produced no image.")
+    item = images[0]
+    base = host.directory_by_type(item.get("type", "temp"))
+    if base is None:
+        raise RuntimeError("ComfyUI's output folders are not available.")
+    return load_image(base / item.get("subfolder", "") / item["filename"])
+
+
+async def handle_generate(request) -> Any:
+    """The DESIGN §1 contract on ComfyUI's server."""
+    server = host.prompt_server()
+    t_start = time.perf_counter()
+    try:
+        data = await request.json()
+    except Exception:  # noqa: BLE001
+        return _error(400, "the body is not valid UTF-8 JSON.", "body")
+    try:
+        req = parse_request(data, Limits())
+    except RequestError as err:
+        return _error(err.status, err.message, err.field)
+
+    choices = await asyncio.to_thread(default_choices)
+    missing = [k for k in ("diffusion_model", "text_encoder", "vae") if not choices.get(k)]
+    if missing:
+        return _error(500, "server model files: no Z-Image " + ", ".join(missing) + " file in ComfyUI's model "
+                      "folders (models/diffusion_models, models/text_encoders, models/vae).")
+    heavy, face = choices["heavy"], choices["face_model"]
+    if req.heavy is not None:
+        if req.heavy not in choices["heavy_choices"]:
+            return _error(400, f"heavy '{req.heavy}' is not an upscaler ComfyUI knows; choose one of: "
+                          + ", ".join(choices["heavy_choices"][:20]), "heavy")
+        heavy = req.heavy
+    if req.face_model is not None:
+        if req.face_model not in choices["face_choices"]:
+            return _error(400, f"face_model '{req.face_model}' is not in models/facerestore_models; choose one of: "
+                          + (", ".join(choices["face_choices"][:20]) or "(none installed)"), "face_model")
+        face = req.face_model
+
+    graph, outputs = build_prompt(req.prompts, width=req.width, height=req.height, steps=req.steps, seed=req.seed,
+                                  diffusion_model=choices["diffusion_model"], text_encoder=choices["text_encoder"],
+                                  vae=choices["vae"], heavy=heavy, face_model=face,
+                                  negative_prompt=req.negative_prompt)
+    try:
+        prompt_id, answer = await _queue(server, graph)
+    except Exception as err:  # noqa: BLE001
+        log.exception("Z-Image route: could not queue the graph")
+        return _error(500, f"could not queue the graph on ComfyUI ({type(err).__name__}: {err}).")
+    if prompt_id is None:
+        return _error(400 if answer.get("node_errors") else 500, "ComfyUI refused the graph: "
+                      + str(answer.get("error", {}).get("message", answer.get("error"))),
+                      None, node_errors=answer.get("node_errors", {}))
+
+    entry = await _wait(server, prompt_id, TIMEOUT_S)
+    if entry is None:
+        return _error(504, f"the graph did not finish within {TIMEOUT_S:g} s (prompt_id {prompt_id}; it is still in "
+                      "ComfyUI's queue, POST /interrupt to stop it).", prompt_id=prompt_id)
+    failure = _execution_error(entry)
+    if failure is not None or entry.get("status", {}).get("status_str") == "error":
+        failure = failure or {}
+        host.pop_timings(prompt_id)
+        if failure.get("kind") == "execution_interrupted":
+            return _error(503, "the job was interrupted in ComfyUI.", prompt_id=prompt_id)
+        etype = str(failure.get("exception_type", ""))
+        status = 500 if ("ModelFileError" in etype or "zimage" not in etype) else 400
+        return _error(status, f"{failure.get('node_type', 'a node')} failed: {failure.get('exception_message', '?')}",
+                      None, prompt_id=prompt_id)
+
+    images = [await asyncio.to_thread(_read_output, entry, node) for node in outputs]
+    stage = host.pop_timings(prompt_id)
+    report = {k: round(float(stage.get(k, 0.0)), 4) for k in TIMING_STAGES if k != "total"}
+    report["total"] = round(sum(report.values()), 4)
+    first = images[0]
+    body: dict[str, Any] = {
+        "image": encode_jpeg_base64(first), "width": int(first.shape[2]), "height": int(first.shape[1]),
+        "seed": req.seed, "timing_report": report, "prompt_id": prompt_id,
+        "wall_seconds": round(time.perf_counter() - t_start, 4),
+        "notes": [f"heavy upscaler: {heavy}", f"faces: {face or 'skipped (no GFPGAN in models/facerestore_models)'}",
+                  "stages a cached node skipped report 0 s"],
+        "warnings": req.warnings,
+    }
+    if len(images) > 1:
+        body["images"] = [encode_jpeg_base64(im) for im in images]
+        body["seeds"] = [req.seed + i for i in range(len(images))]
+    return _json(200, body)
+
+
+def register() -> bool:
+    """Add the route to ComfyUI's server (only when it exists; the nodes work without it)."""
+    global _registered
+    server = host.prompt_server()
+    if server is None or _registered:
+        return False
+    server.routes.post(ROUTE)(handle_generate)
+    _registered = True
+    log.info("Z-Image: POST %s registered", ROUTE)
+    return True

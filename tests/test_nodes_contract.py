@@ -1,0 +1,147 @@
+"""The node pack's ComfyUI contract, checked with no ComfyUI installed: it imports, and every node's declared
+inputs, outputs, function and docs are consistent (what ComfyUI's /object_info and executor rely on)."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+
+import pytest
+
+from nodes_pack import load_pack
+
+EXPECTED = {"ZImageLoader", "ZImageLoraLoader", "ZImageEncode", "ZImageSaveEmbeddings", "ZImageLoadEmbeddings",
+            "ZImageSampler", "ZImageVAEDecode", "ZImageTiledVAEDecode", "ZImageSaliencyMap", "ZImageBlockSlicer",
+            "ZImageBlockClassifier", "ZImageBlockUpscaler", "ZImageFeatherStitch", "ZImageFaceRestore",
+            "ZImageFaceRestoreModelLoader", "ZImageResize"}
+PRIMITIVES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+
+
+@pytest.fixture(scope="module")
+def pack():
+    return load_pack()
+
+
+def nodes(pack):
+    return sorted(pack.NODE_CLASS_MAPPINGS.items())
+
+
+def test_pack_imports_without_comfyui(pack):
+    assert importlib.util.find_spec("folder_paths") is None, "ComfyUI must not be importable in the test env"
+    from zimage_turbo_pack.nodes import host
+
+    assert not host.inside_comfyui()
+    assert host.prompt_server() is None
+    assert pack.WEB_DIRECTORY == "./web"
+    assert set(pack.NODE_CLASS_MAPPINGS) == EXPECTED
+    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == EXPECTED
+    assert all(name.strip() for name in pack.NODE_DISPLAY_NAME_MAPPINGS.values())
+
+
+def test_only_host_imports_comfyui():
+    import ast
+
+    from nodes_pack import REPO
+
+    comfy_roots = {"folder_paths", "comfy", "server", "latent_preview", "comfy_execution", "execution", "nodes"}
+    for path in sorted((REPO / "nodes").glob("*.py")):
+        if path.name == "host.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            for n in names:
+                assert n.split(".")[0] not in comfy_roots, f"{path.name} imports {n}; only host.py may touch ComfyUI"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_node_declaration(pack, name):
+    cls = pack.NODE_CLASS_MAPPINGS[name]
+    spec = cls.INPUT_TYPES()
+    assert set(spec) <= {"required", "optional", "hidden"} and "required" in spec
+    assert isinstance(cls.CATEGORY, str) and cls.CATEGORY.startswith("Z-Image/")
+    assert isinstance(cls.DESCRIPTION, str) and len(cls.DESCRIPTION) > 40
+    assert isinstance(cls.RETURN_TYPES, tuple) and cls.RETURN_TYPES
+    assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES)
+    assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES) and all(cls.OUTPUT_TOOLTIPS)
+    fn = getattr(cls(), cls.FUNCTION)
+    assert callable(fn)
+    sig = inspect.signature(fn)
+    params = sig.parameters
+    required, optional = spec["required"], spec.get("optional", {})
+    for section, inputs in (("required", required), ("optional", optional)):
+        for input_name, decl in inputs.items():
+            assert input_name in params, f"{name}.{cls.FUNCTION} does not accept {section} input {input_name}"
+            assert isinstance(decl, tuple) and 1 <= len(decl) <= 2
+            kind = decl[0]
+            opts = decl[1] if len(decl) > 1 else {}
+            assert opts.get("tooltip"), f"{name}.{input_name} has no tooltip"
+            if isinstance(kind, list):  # combo: default must be one of the values
+                if "default" in opts:
+                    assert opts["default"] in kind, f"{name}.{input_name} default not in its list"
+            elif kind in PRIMITIVES and "default" in opts:
+                d = opts["default"]
+                if "min" in opts:
+                    assert d >= opts["min"], f"{name}.{input_name} default below min"
+                if "max" in opts:
+                    assert d <= opts["max"], f"{name}.{input_name} default above max"
+            else:
+                assert isinstance(kind, str) and kind.isupper()
+            if section == "optional":
+                assert params[input_name].default is not inspect.Parameter.empty, \
+                    f"optional input {input_name} needs a default in {cls.FUNCTION}"
+    for p in params.values():  # nothing the executor would not pass
+        assert p.name in required or p.name in optional or p.default is not inspect.Parameter.empty
+    # every required input can be bound by name
+    sig.bind(**{k: None for k in required})
+
+
+def test_frontend_contract(pack):
+    """web/zimage.js targets these widgets: sampler width/height INTs (step 16), encode STRING `text`."""
+    m = pack.NODE_CLASS_MAPPINGS
+    req = m["ZImageSampler"].INPUT_TYPES()["required"]
+    for side in ("width", "height"):
+        assert req[side][0] == "INT" and req[side][1]["step"] == 16 and req[side][1]["default"] % 16 == 0
+    assert m["ZImageEncode"].INPUT_TYPES()["required"]["text"][0] == "STRING"
+    assert m["ZImageBlockClassifier"].OUTPUT_NODE is True
+
+
+def test_standard_types_where_they_exist(pack):
+    m = pack.NODE_CLASS_MAPPINGS
+    assert m["ZImageSampler"].RETURN_TYPES == ("LATENT",)
+    assert m["ZImageVAEDecode"].RETURN_TYPES == ("IMAGE",)
+    assert m["ZImageSaliencyMap"].RETURN_TYPES == ("MASK", "IMAGE")
+    assert m["ZImageBlockUpscaler"].INPUT_TYPES()["optional"]["upscale_model"][0] == "UPSCALE_MODEL"
+    assert m["ZImageFaceRestore"].RETURN_TYPES[0] == "IMAGE"
+
+
+def test_route_graph_is_valid_for_our_nodes(pack):
+    """The /zimage/generate graph only uses our nodes (+ PreviewImage) with existing inputs and valid links."""
+    from zimage_turbo_pack.nodes import server_routes
+
+    graph, outputs = server_routes.build_prompt(["a cat", "a dog"], width=1000, height=1504, steps=9, seed=5,
+                                                diffusion_model="d.safetensors", text_encoder="t.safetensors",
+                                                vae="v.safetensors", heavy="none (LANCZOS only)",
+                                                face_model="GFPGANv1.4.pth", negative_prompt="blurry")
+    assert len(outputs) == 2
+    m = pack.NODE_CLASS_MAPPINGS
+    for node_id, node in graph.items():
+        ct = node["class_type"]
+        if ct == "PreviewImage":
+            continue
+        cls = m[ct]
+        spec = cls.INPUT_TYPES()
+        declared = {**spec["required"], **spec.get("optional", {})}
+        assert set(spec["required"]) <= set(node["inputs"]), f"{node_id} misses required inputs"
+        for key, value in node["inputs"].items():
+            assert key in declared, f"{node_id}.{key} is not an input of {ct}"
+            if isinstance(value, list):
+                src, idx = value
+                src_cls = m[graph[src]["class_type"]]
+                assert src_cls.RETURN_TYPES[idx] == declared[key][0], f"link type mismatch into {node_id}.{key}"
+    assert graph["p1_sample"]["inputs"]["seed"] == 6
+    assert graph["p0_sample"]["inputs"]["width"] % 16 == 0 and 512 <= graph["p0_sample"]["inputs"]["width"] <= 768
+    assert graph["p0_resize"]["inputs"]["width"] == 1000 and graph["p0_resize"]["inputs"]["height"] == 1504
