@@ -36,9 +36,12 @@ class RouteResult:
     seeds: list[int] = field(default_factory=list)
 
 
-def working_size(width: int, height: int) -> tuple[int, int]:
-    """Generation size for the route: each side clamped to 512-768 px and snapped to a multiple of 16."""
-    return (snap(min(max(width, WORK_MIN), WORK_MAX)), snap(min(max(height, WORK_MIN), WORK_MAX)))
+def working_size(width: int, height: int, work_min: int = WORK_MIN, work_max: int = WORK_MAX) -> tuple[int, int]:
+    """Generation size for the route: each side clamped to work_min-work_max (default 512-768 px) and snapped to a
+    multiple of 16. The bounds are options so servers/tests can trade quality for speed without a second route."""
+    if not 16 <= work_min <= work_max:
+        raise InputError(f"working size bounds must satisfy 16 <= work_min <= work_max; got {work_min}, {work_max}.")
+    return (snap(min(max(width, work_min), work_max)), snap(min(max(height, work_min), work_max)))
 
 
 def _empty_timings() -> dict[str, float]:
@@ -107,12 +110,14 @@ def upscale_route(image, *, scale: float = 4.0, heavy=None, heavy_ratio: float |
 def generate_route(bundle, prompts: str | list[str], *, width: int = 1024, height: int = 1024, steps: int = 9,
                    seed: int = 42, heavy=None, heavy_ratio: float | None = None, heavy_options: dict | None = None,
                    face_model: str | os.PathLike | None = None, face_fidelity: float = 1.0, scale: float = 4.0,
-                   make_denoiser=None, callback=None, should_stop: Callable[[], bool] | None = None) -> RouteResult:
-    """The full seed pipeline: Z-Image at the working size, then the block route, then resize to width×height."""
+                   make_denoiser=None, callback=None, should_stop: Callable[[], bool] | None = None,
+                   work_min: int = WORK_MIN, work_max: int = WORK_MAX) -> RouteResult:
+    """The full seed pipeline: Z-Image at the working size, then the block route, then resize to width×height.
+    work_min/work_max bound the working generation size per side (DESIGN §1: 512-768)."""
     from .generate import generate
 
     check_size(width, height, min_size=64, max_size=MAX_OUTPUT_SIDE)
-    work_w, work_h = working_size(width, height)
+    work_w, work_h = working_size(width, height, work_min, work_max)
     timings = _empty_timings()
     t = time.perf_counter()
     gen = generate(bundle, prompts, width=work_w, height=work_h, steps=steps, seed=seed, make_denoiser=make_denoiser,
