@@ -1,0 +1,256 @@
+"""Multi-pass hi-res ("hires fix") in one call: generate at a base size, then for each pass upscale and img2img-refine
+at the larger size, with DyPE on whenever the pass is larger than the model's 1024² training size.
+
+Why: Turbo composes well near 1024² and falls apart (repeated subjects) when asked for 2048² directly. Generating
+the layout small and refining it big keeps the composition; DyPE keeps the refine pass from breaking it again.
+
+Pass rules: `scale` is relative to the previous pass's size (so passes [2, 1.5] on 768² give 1536² then 2304²);
+sizes are snapped to multiples of 16 and checked. `steps` is the length of that pass's schedule and `strength`
+(0-1] the share of it that runs (img2img: N − N·strength is the first step, DESIGN §3), so a pass runs
+steps − int(steps − steps·strength) model evaluations. Upscale 'latent' resizes the model-space latents
+(bicubic, bilinear or bislerp); 'pixel' decodes, resizes with LANCZOS and encodes again (sharper, costs two VAE
+passes). Each pass gets its own noise: seed + PASS_SEED_STRIDE·pass for image 0, +1 per image, as in `sample`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import vae as vae_ops
+from .encode import MAX_CAPTION_TOKENS, Conditioning
+from .errors import InputError
+from .generate import GenerationResult, _sync, prompt_encoder
+from .guidance.dype import DEFAULT_METHOD, DyPE, DyPEDenoiser
+from .models import ModelBundle
+from .sample import Denoiser, StepCallback, StepInfo, TransformerDenoiser, sample
+from .schedule import img2img_start
+from .sizes import check_size, snap
+
+UPSCALE_MODES = ("latent", "pixel")
+LATENT_RESAMPLERS = ("bicubic", "bilinear", "bislerp")
+PASS_SEED_STRIDE = 1_000_003
+DEFAULT_PASSES = ({"scale": 2.0, "steps": 6, "strength": 0.45},)
+
+DenoiserFactory = Callable[[torch.nn.Module, Conditioning], Denoiser]
+
+
+@dataclass
+class HiresPass:
+    scale: float
+    steps: int
+    strength: float
+
+
+@dataclass
+class HiresResult(GenerationResult):
+    passes: list[dict] = field(default_factory=list)  # per stage: width, height, evaluations, dype, seconds
+
+
+def parse_passes(passes: Sequence[dict | HiresPass]) -> list[HiresPass]:
+    """Validate the pass list; errors name the pass and the allowed range."""
+    out = []
+    for i, p in enumerate(passes, 1):
+        if isinstance(p, HiresPass):
+            p = vars(p)
+        if not isinstance(p, dict):
+            raise InputError(f"hi-res pass {i} must be a dict with scale, steps, strength; got {p!r}.")
+        unknown = set(p) - {"scale", "steps", "strength"}
+        if unknown:
+            raise InputError(f"hi-res pass {i} has unknown keys {sorted(unknown)}; use scale, steps, strength.")
+        scale, steps, strength = float(p.get("scale", 2.0)), p.get("steps", 6), float(p.get("strength", 0.45))
+        if not 0.25 <= scale <= 8.0:
+            raise InputError(f"hi-res pass {i}: scale {scale} is out of range; use 0.25-8.")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise InputError(f"hi-res pass {i}: steps must be an integer ≥ 1; got {steps!r}.")
+        if not 0.0 < strength <= 1.0:
+            raise InputError(f"hi-res pass {i}: strength must be in (0, 1]; got {strength}.")
+        out.append(HiresPass(scale, steps, strength))
+    return out
+
+
+def plan_sizes(width: int, height: int, passes: Sequence[HiresPass]) -> list[tuple[int, int]]:
+    """[(w, h)] for the base and every pass, each snapped to 16 px and validated."""
+    check_size(width, height)
+    sizes = [(width, height)]
+    for i, p in enumerate(passes, 1):
+        w, h = snap(sizes[-1][0] * p.scale), snap(sizes[-1][1] * p.scale)
+        try:
+            check_size(w, h)
+        except InputError as err:
+            raise InputError(f"hi-res pass {i} (×{p.scale:g}) would give {w}×{h}: {err}") from None
+        sizes.append((w, h))
+    return sizes
+
+
+# --------------------------------------------------------------------------------------------- resampling
+
+
+def _slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation of channel vectors (dim 1), magnitudes interpolated linearly."""
+    na, nb = a.norm(dim=1, keepdim=True), b.norm(dim=1, keepdim=True)
+    ua, ub = a / na.clamp_min(1e-8), b / nb.clamp_min(1e-8)
+    dot = (ua * ub).sum(1, keepdim=True).clamp(-1.0, 1.0)
+    omega = torch.acos(dot)
+    so = torch.sin(omega)
+    lin = (1 - t) * ua + t * ub
+    sph = (torch.sin((1 - t) * omega) * ua + torch.sin(t * omega) * ub) / so.clamp_min(1e-8)
+    direction = torch.where(so > 1e-4, sph, lin)
+    return direction * ((1 - t) * na + t * nb)
+
+
+def _bislerp_axis(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    n = x.shape[dim]
+    pos = ((torch.arange(size, dtype=torch.float32) + 0.5) * n / size - 0.5).clamp(0, n - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=n - 1)
+    t = (pos - lo.float())
+    shape = [1] * x.ndim
+    shape[dim] = size
+    t = t.view(shape)
+    return _slerp(x.index_select(dim, lo), x.index_select(dim, hi), t)
+
+
+def bislerp(latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bilinear resize whose two 1-D blends are slerps of the per-pixel channel vectors (keeps latent magnitudes
+    from collapsing where neighbours disagree, which plain bilinear does)."""
+    return _bislerp_axis(_bislerp_axis(latents.float(), width, 3), height, 2)
+
+
+def upscale_latents(latents: torch.Tensor, width: int, height: int, mode: str = "bicubic") -> torch.Tensor:
+    """Model-space latents (B, 16, h, w) → (B, 16, height/8, width/8)."""
+    size = (height // vae_ops.VAE_SCALE, width // vae_ops.VAE_SCALE)
+    if mode == "bislerp":
+        return bislerp(latents, *size)
+    if mode not in ("bicubic", "bilinear"):
+        raise InputError(f"Unknown latent upscale '{mode}'; choose one of {', '.join(LATENT_RESAMPLERS)}.")
+    return F.interpolate(latents.float(), size=size, mode=mode, align_corners=False)
+
+
+def upscale_pixels(images: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """(B, H, W, 3) 0-1 → (B, height, width, 3) with PIL LANCZOS."""
+    out = []
+    for img in images:
+        arr = (img.clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+        big = Image.fromarray(arr).resize((width, height), Image.LANCZOS)
+        out.append(torch.from_numpy(np.asarray(big).astype(np.float32) / 255.0))
+    return torch.stack(out)
+
+
+# --------------------------------------------------------------------------------------------- the route
+
+
+def _with_dype(factory: DenoiserFactory | None, dype: DyPE) -> DenoiserFactory:
+    base = factory or TransformerDenoiser
+    if not dype.active:
+        return base
+    return lambda transformer, cond: DyPEDenoiser(base(transformer, cond), transformer, dype)
+
+
+def generate_hires(
+    bundle: ModelBundle,
+    prompts: str | list[str] | Conditioning,
+    *,
+    width: int = 1024,
+    height: int = 1024,
+    steps: int = 9,
+    seed: int = 0,
+    passes: Sequence[dict | HiresPass] = DEFAULT_PASSES,
+    upscale: str = "latent",
+    latent_resampler: str = "bicubic",
+    dype_method: str | None = DEFAULT_METHOD,
+    dype_lambda_s: float = 2.0,
+    dype_lambda_t: float = 2.0,
+    dype_base: int = 1024,
+    shift: float | None = None,
+    images_per_prompt: int = 1,
+    hidden_layer: int = -2,
+    max_tokens: int = MAX_CAPTION_TOKENS,
+    long_mode: str = "truncate",
+    make_denoiser_for: Callable[[int, int], DenoiserFactory | None] | None = None,
+    callback: StepCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    tiled_decode: bool | None = None,
+) -> HiresResult:
+    """Generate at width×height, then run every pass (upscale → img2img refine); returns the final images.
+
+    `make_denoiser_for(width, height)` returns the caller's denoiser factory for that pass size (guidance options
+    rebuilt per pass, e.g. the composition's guided_denoiser(options)); it must not add DyPE itself — this function
+    wraps every pass larger than `dype_base` with DyPE (`dype_method=None` turns that off). The callback sees one
+    continuous step count over all passes.
+    """
+    if upscale not in UPSCALE_MODES:
+        raise InputError(f"Unknown hi-res upscale '{upscale}'; choose 'latent' or 'pixel'.")
+    if latent_resampler not in LATENT_RESAMPLERS:
+        raise InputError(f"Unknown latent upscale '{latent_resampler}'; choose one of {', '.join(LATENT_RESAMPLERS)}.")
+    plan = parse_passes(passes)
+    sizes = plan_sizes(width, height, plan)
+    shift = bundle.shift if shift is None else shift
+    evals = [steps] + [p.steps - img2img_start(p.steps, p.strength) for p in plan]
+    total = sum(evals)
+    timings: dict[str, float] = {}
+    stages: list[dict] = []
+
+    t0 = time.perf_counter()
+    if isinstance(prompts, Conditioning):
+        cond = prompts
+    else:
+        cond = prompt_encoder(bundle).encode(prompts, hidden_layer=hidden_layer, max_tokens=max_tokens,
+                                             long_mode=long_mode)
+    timings["text_encode"] = time.perf_counter() - t0
+    transformer = bundle.transformer
+
+    def run(stage: int, w: int, h: int, n_steps: int, init: torch.Tensor | None, strength: float) -> torch.Tensor:
+        offset = sum(evals[:stage])
+
+        def cb(info: StepInfo) -> None:
+            callback(StepInfo(offset + info.step - (info.total - evals[stage]), total, info.sigma, info.latents,
+                              info.denoised))
+
+        dype = DyPE(w, h, method=dype_method, lambda_s=dype_lambda_s, lambda_t=dype_lambda_t, base=dype_base)
+        factory = make_denoiser_for(w, h) if make_denoiser_for is not None else None
+        t = time.perf_counter()
+        lat = sample(transformer, cond, width=w, height=h, steps=n_steps, seed=seed + PASS_SEED_STRIDE * stage,
+                     shift=shift, images_per_prompt=images_per_prompt if init is None else 1,
+                     init_latents=init, strength=strength, make_denoiser=_with_dype(factory, dype),
+                     callback=cb if callback is not None else None, should_stop=should_stop)
+        _sync(lat)
+        seconds = time.perf_counter() - t
+        timings["base_denoise" if stage == 0 else f"pass{stage}_denoise"] = seconds
+        stages.append({"stage": "base" if stage == 0 else f"pass{stage}", "width": w, "height": h,
+                       "evaluations": evals[stage], "strength": strength, "dype": dype.active,
+                       "dype_info": dype.describe(), "seconds": seconds})
+        return lat
+
+    latents = run(0, width, height, steps, None, 1.0)
+    if images_per_prompt > 1:
+        cond = cond.repeat_each(images_per_prompt)  # refine passes get one init latent per output image
+    for i, p in enumerate(plan, 1):
+        w, h = sizes[i]
+        t = time.perf_counter()
+        if upscale == "latent":
+            init = upscale_latents(latents, w, h, latent_resampler)
+        else:
+            images = vae_ops.decode(bundle.vae, latents, tiled=tiled_decode)
+            init = vae_ops.encode(bundle.vae, upscale_pixels(images, w, h))
+        _sync(init)
+        timings[f"pass{i}_upscale"] = time.perf_counter() - t
+        latents = run(i, w, h, p.steps, init, p.strength)
+        stages[-1]["upscale_seconds"] = timings[f"pass{i}_upscale"]
+
+    t = time.perf_counter()
+    images = vae_ops.decode(bundle.vae, latents, tiled=tiled_decode)
+    timings["decode"] = time.perf_counter() - t
+    timings["total"] = sum(timings.values())
+    seeds = [seed + i for i in range(latents.shape[0])]
+    return HiresResult(images, latents, seeds, timings, stages)
+
+
+__all__ = ["DEFAULT_PASSES", "HiresPass", "HiresResult", "LATENT_RESAMPLERS", "UPSCALE_MODES", "bislerp",
+           "generate_hires", "parse_passes", "plan_sizes", "upscale_latents", "upscale_pixels"]
