@@ -61,6 +61,9 @@ def _add_serve(sub) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8190)
     p.add_argument("--queue", type=int, default=8, help="max queued requests (503 beyond)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per request before 504 (0 = none)")
+    p.add_argument("--max-body", type=int, default=1 << 20, help="request body size cap in bytes (413 beyond)")
+    p.add_argument("--preload", action="store_true", help="load every model part at start-up")
     p.add_argument("--device", default=None)
 
 
@@ -137,7 +140,8 @@ def cmd_make_tiny(args) -> dict:
 def cmd_serve(args) -> dict:
     from .api import serve
 
-    serve(args.models, host=args.host, port=args.port, queue_size=args.queue, device=args.device)
+    serve(args.models, host=args.host, port=args.port, queue_size=args.queue, device=args.device,
+          timeout_s=args.timeout or None, max_body=args.max_body, preload=args.preload)
     return {"stopped": True}
 
 
