@@ -75,3 +75,34 @@ def test_output_size_and_errors():
     st.add(bl.nchw()[:2], bl.positions[:2])
     with pytest.raises(RuntimeError, match="not covered"):
         st.result()
+
+
+@pytest.mark.parametrize("shape,block,overlap,scale", [
+    ((1, 200, 260, 3), 64, 16, 4), ((2, 77, 130, 3), 32, 8, 3), ((1, 30, 400, 3), 128, 32, 2), ((1, 1, 1, 3), 8, 2, 4),
+])
+def test_fused_light_path_equals_per_block_lanczos_plus_feather_stitch(shape, block, overlap, scale):
+    """light.feather_resample (one banded pass) is the same math as upscaling every block and stitching them."""
+    from zimage_core.blocks.light import feather_resample
+    from zimage_core.blocks.resample import lanczos_resize_nchw
+
+    img = torch.rand(shape) * 0.5 + 0.25  # no LANCZOS overshoot past 0-1, so clipping plays no part
+    bl = slice_blocks(img, block, overlap)
+    bo = bl.block * scale
+    per_block = stitch_blocks(lanczos_resize_nchw(bl.nchw(), (bo, bo)), bl, scale)
+    np.testing.assert_allclose(feather_resample(img, bl, scale).numpy(), per_block.numpy(), atol=2e-6)
+
+
+def test_heavy_blocks_blended_into_the_fused_image_equal_a_full_stitch():
+    from zimage_core.blocks.light import blend_blocks_into, feather_resample
+    from zimage_core.blocks.resample import lanczos_resize_nchw
+
+    img = torch.rand(2, 120, 150, 3) * 0.5 + 0.25
+    bl = slice_blocks(img, 48, 12)
+    light = lanczos_resize_nchw(bl.nchw(), (96, 96))
+    pick = torch.tensor([0, 3, 4, len(bl) - 1])
+    heavy = torch.rand(len(pick), 3, 96, 96)
+    fused = feather_resample(img, bl, 2)
+    blend_blocks_into(fused, heavy, light[pick], bl.positions[pick], bl, 2)
+    mixed = light.clone()
+    mixed[pick] = heavy
+    np.testing.assert_allclose(fused.numpy(), stitch_blocks(mixed, bl, 2).numpy(), atol=3e-6)

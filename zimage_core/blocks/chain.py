@@ -125,7 +125,9 @@ def upscale_chain(
     t3 = clock.now()
     clock.t["slicing"], clock.t["saliency"], clock.t["classification"] = t1 - t0, t2 - t1, t3 - t2
 
-    upscaler: HeavyUpscaler | None = load_heavy_upscaler(heavy, **(heavy_options or {})) if heavy is not None else None
+    upscaler: HeavyUpscaler | None = (
+        load_heavy_upscaler(heavy, device=device, **(heavy_options or {})) if heavy is not None else None
+    )
     if upscaler is None:
         log.warning("No heavy upscaler given: all %d blocks use LANCZOS (pass an upscale model or an SD x4 folder "
                     "to enhance subject and detail blocks).", len(blocks))

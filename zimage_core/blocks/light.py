@@ -8,7 +8,7 @@ it by its mask, sum, divide by the total weight" equals Py · X · Pxᵀ with on
 
 Same result as the per-block route (up to float rounding and PIL's per-block 8-bit clipping between passes), but
 every output pixel is written once instead of (overlap-many) times, and there is no (N, 3, 4·bs, 4·bs) tensor. The
-matrices are banded, so the products run over row chunks against only the input rows they touch.
+matrices are banded and kept as row chunks with only the input columns they touch, so memory stays O(size).
 Heavy blocks are then blended in exactly: out += ŵ_b · (H_b − L_b), which turns the light block b's share of the
 weighted mean into the heavy block's share (Σ ŵ = 1 at every pixel).
 """
@@ -27,21 +27,35 @@ ROW_CHUNK = 64
 
 
 @functools.lru_cache(maxsize=32)
-def _axis_cpu(length: int, starts: tuple[int, ...], block: int, overlap: int, scale: int):
-    """(composite matrix (L·s, L) float64, normalised per-block weights (n, bs·s) float64) for one axis."""
+def _axis_cpu(length: int, starts: tuple[int, ...], block: int, overlap: int, scale: int, chunk: int = ROW_CHUNK):
+    """One axis of the fused resample, built in float64 on the CPU.
+
+    Returns (bands, norm): bands = [(r0, r1, c0, c1, piece)] where piece = P[r0:r1, c0:c1] is the only non-zero part
+    of those composite-matrix rows (the matrix is never materialised, so huge images cost O(length) memory);
+    norm = (n, block·scale) normalised feather weights ŵ of each block.
+    """
     bo, band, out_len = block * scale, overlap * scale, length * scale
-    weights = torch.stack([
-        feather_taper(bo, band, s > 0, s + block < length, dtype=torch.float64) for s in starts
-    ])
+    weights = [feather_taper(bo, band, st > 0, st + block < length, dtype=torch.float64) for st in starts]
     total = torch.zeros(out_len, dtype=torch.float64)
-    for s, w in zip(starts, weights):
-        total[s * scale:s * scale + bo] += w
-    norm = torch.stack([w / total[s * scale:s * scale + bo] for s, w in zip(starts, weights)])
+    for st, w in zip(starts, weights):
+        total[st * scale:st * scale + bo] += w
+    norm = torch.stack([w / total[st * scale:st * scale + bo] for st, w in zip(starts, weights)])
     a = lanczos_matrix(block, bo, dtype=torch.float64)
-    p = torch.zeros(out_len, length, dtype=torch.float64)
-    for s, w in zip(starts, norm):
-        p[s * scale:s * scale + bo, s:s + block] += w[:, None] * a
-    return p, norm
+    bands = []
+    for r0 in range(0, out_len, chunk):
+        r1 = min(r0 + chunk, out_len)
+        touching = [(st, w) for st, w in zip(starts, norm) if st * scale < r1 and st * scale + bo > r0]
+        c0 = min(st for st, _ in touching)
+        c1 = max(st + block for st, _ in touching)
+        piece = torch.zeros(r1 - r0, c1 - c0, dtype=torch.float64)
+        for st, w in touching:
+            lo, hi = max(r0, st * scale), min(r1, st * scale + bo)  # output rows this block covers here
+            rows = slice(lo - st * scale, hi - st * scale)
+            piece[lo - r0:hi - r0, st - c0:st - c0 + block] += w[rows, None] * a[rows]
+        used = torch.nonzero(piece.abs().sum(dim=0)).flatten()
+        u0, u1 = (int(used[0]), int(used[-1]) + 1) if used.numel() else (0, 1)
+        bands.append((r0, r1, c0 + u0, c0 + u1, piece[:, u0:u1].float().contiguous()))
+    return bands, norm
 
 
 def axis_weights(length: int, starts: list[int], block: int, overlap: int, scale: int, *,
@@ -52,29 +66,17 @@ def axis_weights(length: int, starts: list[int], block: int, overlap: int, scale
 
 def composite_matrix(length: int, starts: list[int], block: int, overlap: int, scale: int, *,
                      device: torch.device | str = "cpu") -> torch.Tensor:
-    """The (length·scale, length) matrix of 'LANCZOS each block, feather-blend them' along one axis."""
-    return _axis_cpu(length, tuple(starts), block, overlap, scale)[0].to(device=device, dtype=torch.float32)
+    """The dense (length·scale, length) matrix of 'LANCZOS each block, feather-blend them' along one axis
+    (for inspection and tests; the resample itself only uses the bands)."""
+    p = torch.zeros(length * scale, length, dtype=torch.float32)
+    for r0, r1, c0, c1, piece in _axis_cpu(length, tuple(starts), block, overlap, scale)[0]:
+        p[r0:r1, c0:c1] = piece
+    return p.to(device)
 
 
-def _bands(p: torch.Tensor, chunk: int) -> list[tuple[int, int, int, int]]:
-    """Row chunks of a banded matrix with the input column range each one touches: (r0, r1, c0, c1)."""
-    nz = p != 0
-    out = []
-    cols = torch.arange(p.shape[1], device=p.device)
-    for r0 in range(0, p.shape[0], chunk):
-        r1 = min(r0 + chunk, p.shape[0])
-        used = nz[r0:r1].any(dim=0)
-        if bool(used.any()):
-            idx = cols[used]
-            out.append((r0, r1, int(idx[0]), int(idx[-1]) + 1))
-        else:
-            out.append((r0, r1, 0, 1))
-    return out
-
-
-@functools.lru_cache(maxsize=32)
-def _bands_cached(length: int, starts: tuple[int, ...], block: int, overlap: int, scale: int, chunk: int):
-    return _bands(_axis_cpu(length, starts, block, overlap, scale)[0], chunk)
+def _bands(length: int, starts: list[int], block: int, overlap: int, scale: int, device: torch.device):
+    bands = _axis_cpu(length, tuple(starts), block, overlap, scale)[0]
+    return [(r0, r1, c0, c1, piece.to(device)) for r0, r1, c0, c1, piece in bands]
 
 
 def feather_resample(images: torch.Tensor, blocks: Blocks, scale: int) -> torch.Tensor:
@@ -82,18 +84,16 @@ def feather_resample(images: torch.Tensor, blocks: Blocks, scale: int) -> torch.
     b, h, w, _ = images.shape
     s, bs, ov = int(scale), blocks.block, blocks.overlap
     dev = images.device
-    px = composite_matrix(w, blocks.xs, bs, ov, s, device=dev)
-    py = composite_matrix(h, blocks.ys, bs, ov, s, device=dev)
     # Horizontal pass (as PIL: horizontal first) on (B·H·3, W) rows, banded over output columns.
     x = images.permute(0, 1, 3, 2).reshape(b * h * 3, w)
     t = torch.empty(b * h * 3, w * s, dtype=images.dtype, device=dev)
-    for q0, q1, v0, v1 in _bands_cached(w, tuple(blocks.xs), bs, ov, s, ROW_CHUNK):
-        t[:, q0:q1] = x[:, v0:v1] @ px[q0:q1, v0:v1].T
+    for q0, q1, v0, v1, piece in _bands(w, blocks.xs, bs, ov, s, dev):
+        t[:, q0:q1] = x[:, v0:v1] @ piece.T
     t.clamp_(0.0, 1.0)  # PIL's 8-bit path clips between the passes
     t = t.view(b, h, 3, w * s).permute(0, 1, 3, 2).reshape(b, h, w * s * 3)  # (B, H, Wo·3), channels interleaved
     out = torch.empty(b, h * s, w * s * 3, dtype=images.dtype, device=dev)
-    for r0, r1, c0, c1 in _bands_cached(h, tuple(blocks.ys), bs, ov, s, ROW_CHUNK):
-        torch.matmul(py[r0:r1, c0:c1], t[:, c0:c1], out=out[:, r0:r1])
+    for r0, r1, c0, c1, piece in _bands(h, blocks.ys, bs, ov, s, dev):
+        torch.matmul(piece, t[:, c0:c1], out=out[:, r0:r1])
     return out.clamp_(0.0, 1.0).view(b, h * s, w * s, 3)
 
 

@@ -186,7 +186,7 @@ class SDUpscaler:
         if dtype is None:
             dtype = torch.float16 if device.type == "cuda" else torch.float32
         try:
-            pipe = StableDiffusionUpscalePipeline.from_pretrained(str(folder), torch_dtype=dtype,
+            pipe = StableDiffusionUpscalePipeline.from_pretrained(str(folder), dtype=dtype,
                                                                   local_files_only=True)
         except Exception as err:
             raise ModelFileError(
