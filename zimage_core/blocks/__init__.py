@@ -8,6 +8,7 @@
 from .chain import STAGES, ChainResult, upscale_chain, working_scale
 from .classify import (CLASS_COLORS, CLASS_NAMES, DETAIL, FLAT, FLAT_VARIANCE, ROUTE_COLORS, ROUTE_NAMES, SUBJECT,
                        Classification, classification_preview, classify_blocks, enforce_heavy_ratio)
+from .light import blend_blocks_into, feather_resample
 from .resample import lanczos_resize, lanczos_resize_nchw
 from .saliency import saliency_heatmap, saliency_map, saliency_terms
 from .slicer import DEFAULT_BLOCK, DEFAULT_OVERLAP, Blocks, slice_blocks, slice_map
@@ -23,5 +24,5 @@ __all__ = [
     "CLASS_NAMES", "CLASS_COLORS", "ROUTE_NAMES", "ROUTE_COLORS", "SUBJECT", "FLAT", "DETAIL", "FLAT_VARIANCE",
     "lanczos_resize", "lanczos_resize_nchw", "lanczos_upscale_blocks",
     "HeavyUpscaler", "SpandrelUpscaler", "SDUpscaler", "load_heavy_upscaler", "load_spandrel", "heavy_upscale_blocks",
-    "FeatherStitcher", "stitch_blocks", "feather_mask",
+    "FeatherStitcher", "stitch_blocks", "feather_mask", "feather_resample", "blend_blocks_into",
 ]
