@@ -115,6 +115,10 @@ def upscale_chain(
     b, h, w, _ = images.shape
     out_size = (max(1, round(h * scale)), max(1, round(w * scale)))
     work = working_scale(scale)
+    # Load the heavy model before any work, so a bad file fails fast.
+    upscaler: HeavyUpscaler | None = (
+        load_heavy_upscaler(heavy, device=device, **(heavy_options or {})) if heavy is not None else None
+    )
 
     t0 = clock.now()
     blocks = slice_batch(images, block, overlap)
@@ -125,9 +129,6 @@ def upscale_chain(
     t3 = clock.now()
     clock.t["slicing"], clock.t["saliency"], clock.t["classification"] = t1 - t0, t2 - t1, t3 - t2
 
-    upscaler: HeavyUpscaler | None = (
-        load_heavy_upscaler(heavy, device=device, **(heavy_options or {})) if heavy is not None else None
-    )
     if upscaler is None:
         log.warning("No heavy upscaler given: all %d blocks use LANCZOS (pass an upscale model or an SD x4 folder "
                     "to enhance subject and detail blocks).", len(blocks))
