@@ -72,6 +72,12 @@ class _Clock:
         return time.perf_counter()
 
 
+def _check_stop(should_stop: StopFn | None, stage: str) -> None:
+    """Polled between stages (and between heavy batches) so an interrupt lands quickly on any image size."""
+    if should_stop is not None and should_stop():
+        raise Interrupted(f"Upscaling interrupted by the user before {stage}.")
+
+
 def working_scale(scale: float) -> int:
     """Whole factor the blocks are upscaled by: the scale itself when whole, else the next whole number (≥ 1)."""
     return max(1, int(math.ceil(scale - 1e-9)))
@@ -123,8 +129,10 @@ def upscale_chain(
     t0 = clock.now()
     blocks = slice_batch(images, block, overlap)
     t1 = clock.now()
+    _check_stop(should_stop, "saliency")
     sal = saliency_of_batch(images)
     t2 = clock.now()
+    _check_stop(should_stop, "classification")
     cls = classify_blocks(blocks, sal, heavy_ratio)
     t3 = clock.now()
     clock.t["slicing"], clock.t["saliency"], clock.t["classification"] = t1 - t0, t2 - t1, t3 - t2
@@ -149,13 +157,13 @@ def upscale_chain(
             on_progress(done, total)
 
     try:
-        if should_stop is not None and should_stop():
-            raise Interrupted("Upscaling interrupted by the user.")
+        _check_stop(should_stop, "upscaling")
         # Light path for every block at once: LANCZOS + feather stitch fused into one banded resample (light.py).
         t = clock.now()
         image = feather_resample(images, blocks, work)
         clock.t["upscaling"] += clock.now() - t
         progress(int((~route).sum()))
+        _check_stop(should_stop, "the heavy path")
         heavy_idx = torch.nonzero(route).flatten()
         if heavy_idx.numel():
             log.info("Heavy path (%s): %d of %d blocks, batch size %d.", upscaler.name, heavy_idx.numel(), total,

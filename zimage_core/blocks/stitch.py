@@ -96,7 +96,8 @@ class FeatherStitcher:
 def stitch_blocks(upscaled: torch.Tensor, blocks: Blocks, scale: int = 1) -> torch.Tensor:
     """Stitch all upscaled blocks of `blocks` at once: (N, bs·s, bs·s, 3) or (N, 3, bs·s, bs·s) → (B, H·s, W·s, 3)."""
     bo = blocks.block * int(scale)
-    if upscaled.ndim == 4 and tuple(upscaled.shape[1:]) == (bo, bo, 3):
+    # channels-last only when it cannot be channels-first (a 3 px block makes (N, 3, 3, 3) ambiguous: NCHW wins)
+    if upscaled.ndim == 4 and tuple(upscaled.shape[1:]) == (bo, bo, 3) and upscaled.shape[1] != 3:
         upscaled = upscaled.permute(0, 3, 1, 2)
     st = FeatherStitcher(blocks, scale, device=upscaled.device)
     st.add(upscaled, blocks.positions)
