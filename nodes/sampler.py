@@ -13,6 +13,7 @@ import torch
 from zimage_core import vae as vae_ops
 from zimage_core.encode import Conditioning
 from zimage_core.guidance import GuidanceOptions, guided_denoiser
+from zimage_core.guidance.diversity import make_diversity_fn
 from zimage_core.guidance.dype import DEFAULT_METHOD, METHODS, DyPE
 from zimage_core.guidance.slg import DEFAULT_SLG_END, DEFAULT_SLG_LAYERS, DEFAULT_SLG_START
 from zimage_core.lora import apply_loras, loaded_loras
@@ -108,6 +109,12 @@ class ZImageSampler:
                 "dype_exponent": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 8.0, "step": 0.05,
                                             "tooltip": "DyPE λt: how fast it fades to plain RoPE as noise drops "
                                                        "(higher = fades sooner)."}),
+                "seed_diversity": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 2.0, "step": 0.05,
+                                             "tooltip": "Turbo's images barely change with the seed. > 0 adds "
+                                                        "seeded noise (× the embedding's spread) to the prompt "
+                                                        "embeddings during the early, high-noise steps only, so "
+                                                        "composition varies per seed while details follow the "
+                                                        "prompt. 0 = off (identical output); 0.25-0.5 is mild."}),
             },
         }
 
@@ -116,7 +123,8 @@ class ZImageSampler:
                image: torch.Tensor | None = None, batch_size: int = 1, nag_scale: float = 1.0, nag_tau: float = 3.5,
                nag_alpha: float = 0.5, slg_scale: float = 0.0, slg_layers: str = SLG_LAYERS_DEFAULT,
                slg_start: float = DEFAULT_SLG_START, slg_end: float = DEFAULT_SLG_END, dype: bool = False,
-               dype_method: str = DEFAULT_METHOD, dype_scale: float = 2.0, dype_exponent: float = 2.0) -> tuple:
+               dype_method: str = DEFAULT_METHOD, dype_scale: float = 2.0, dype_exponent: float = 2.0,
+               seed_diversity: float = 0.0) -> tuple:
         bundle = model.bundle
         with host.timed("generation"), host.interruptible():
             vae = bundle.vae  # only its scale/shift config is needed unless an IMAGE must be encoded
@@ -147,6 +155,7 @@ class ZImageSampler:
                 slg_scale=slg_scale, slg_layers=slg_layers, slg_start=slg_start, slg_end=slg_end,
                 dype=DyPE(width, height, method=dype_method, lambda_s=dype_scale, lambda_t=dype_exponent)
                 if dype else None,
+                diversity_fn=make_diversity_fn(seed_diversity, seed) if seed_diversity > 0 else None,
             )
             if negative is not None and nag_scale == 1.0:
                 log.warning("Z-Image Sampler: a negative prompt is connected but NAG scale is 1 (off); it has no "

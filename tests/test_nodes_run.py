@@ -146,6 +146,14 @@ def test_sampler_validates_size(pack, loaded, conds):
         sampler(pack, loaded[0], conds[0], width=72)
 
 
+def test_seed_diversity_option(pack, loaded, conds, t2i):
+    model, _, _ = loaded
+    off = sampler(pack, model, conds[0], seed_diversity=0.0)
+    torch.testing.assert_close(off["samples"], t2i["samples"], rtol=0, atol=0)
+    on = sampler(pack, model, conds[0], seed_diversity=1.0)
+    assert (on["samples"] - t2i["samples"]).abs().max() > 1e-5
+
+
 def test_img2img_from_latent_and_image(pack, loaded, conds, t2i):
     model, _, vae = loaded
     img = call(pack, "ZImageVAEDecode", vae=vae, samples=t2i)[0]
