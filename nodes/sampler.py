@@ -115,6 +115,17 @@ class ZImageSampler:
                                                         "embeddings during the early, high-noise steps only, so "
                                                         "composition varies per seed while details follow the "
                                                         "prompt. 0 = off (identical output); 0.25-0.5 is mild."}),
+                "cfg_scale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 20.0, "step": 0.1,
+                                        "tooltip": "Classic CFG for non-distilled Z-Image checkpoints (Base, "
+                                                   "de-distilled models), diffusers' convention: pred = pos + "
+                                                   "scale·(pos − neg). 0 = off (Turbo). Needs a negative (encode an "
+                                                   "empty prompt for the unconditional branch); doubles the cost."}),
+                "cfg_normalization": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.05,
+                                                "tooltip": "CFG renormalisation: cap ‖guided‖ at this × ‖positive‖ "
+                                                           "(0 = off; ~1.0 tames over-saturation)."}),
+                "cfg_truncation": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                             "tooltip": "CFG truncation: guidance stops once progress (1 − σ) "
+                                                        "exceeds this (1 = guide every step)."}),
             },
         }
 
@@ -124,7 +135,8 @@ class ZImageSampler:
                nag_alpha: float = 0.5, slg_scale: float = 0.0, slg_layers: str = SLG_LAYERS_DEFAULT,
                slg_start: float = DEFAULT_SLG_START, slg_end: float = DEFAULT_SLG_END, dype: bool = False,
                dype_method: str = DEFAULT_METHOD, dype_scale: float = 2.0, dype_exponent: float = 2.0,
-               seed_diversity: float = 0.0) -> tuple:
+               seed_diversity: float = 0.0, cfg_scale: float = 0.0, cfg_normalization: float = 0.0,
+               cfg_truncation: float = 1.0) -> tuple:
         bundle = model.bundle
         with host.timed("generation"), host.interruptible():
             vae = bundle.vae  # only its scale/shift config is needed unless an IMAGE must be encoded
@@ -156,8 +168,9 @@ class ZImageSampler:
                 dype=DyPE(width, height, method=dype_method, lambda_s=dype_scale, lambda_t=dype_exponent)
                 if dype else None,
                 diversity_fn=make_diversity_fn(seed_diversity, seed) if seed_diversity > 0 else None,
+                cfg_scale=cfg_scale, cfg_normalization=cfg_normalization, cfg_truncation=cfg_truncation,
             )
-            if negative is not None and nag_scale == 1.0:
+            if negative is not None and nag_scale == 1.0 and cfg_scale == 0.0:
                 log.warning("Z-Image Sampler: a negative prompt is connected but NAG scale is 1 (off); it has no "
                             "effect. Set NAG scale to 2-5 to use it.")
 

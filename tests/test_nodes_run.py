@@ -154,6 +154,19 @@ def test_seed_diversity_option(pack, loaded, conds, t2i):
     assert (on["samples"] - t2i["samples"]).abs().max() > 1e-5
 
 
+def test_classic_cfg_option(pack, loaded, conds, t2i):
+    from zimage_core.errors import ZImageError
+
+    model, _, _ = loaded
+    pos, neg = conds
+    off = sampler(pack, model, pos, negative=neg, cfg_scale=0.0)
+    torch.testing.assert_close(off["samples"], t2i["samples"], rtol=0, atol=0)
+    cfg = sampler(pack, model, pos, negative=neg, cfg_scale=3.0, cfg_normalization=1.0)
+    assert (cfg["samples"] - t2i["samples"]).abs().max() > 1e-4
+    with pytest.raises(ZImageError, match="negative"):
+        sampler(pack, model, pos, cfg_scale=3.0)
+
+
 def test_img2img_from_latent_and_image(pack, loaded, conds, t2i):
     model, _, vae = loaded
     img = call(pack, "ZImageVAEDecode", vae=vae, samples=t2i)[0]
