@@ -183,7 +183,16 @@ def _registry(transformer: torch.nn.Module) -> dict[str, LoadedLora]:
     return reg
 
 
+def _require_peft() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("peft") is None:
+        raise ModelFileError("LoRA support needs the 'peft' package (diffusers keeps LoRAs as peft adapters): "
+                             "pip install 'peft>=0.15' into the Python that runs ComfyUI.")
+
+
 def _load_adapter(transformer: torch.nn.Module, path: Path, name: str) -> LoadedLora:
+    _require_peft()
     pairs, ignored = read_lora(path, transformer)
     dtype = next(transformer.parameters()).dtype
     sd = {}
