@@ -54,12 +54,12 @@ def read_header(path: Path) -> dict[str, tuple[str, list[int]]]:
     return {k: (v["dtype"], v["shape"]) for k, v in header.items()}
 
 
-def _strip_prefix(keys: list[str], prefixes: tuple[str, ...], marker: str) -> str:
-    """The prefix (possibly empty) in front of `marker` keys, chosen from `prefixes`."""
-    for prefix in prefixes:
-        if any(k.startswith(prefix + marker) for k in keys):
-            return prefix
-    return ""
+def _prefixed_header(path: Path, prefixes: tuple[str, ...], marker: str):
+    """(all keys, the prefix in front of `marker` keys — possibly empty —, the header with that prefix stripped)."""
+    header = read_header(path)
+    keys = list(header)
+    prefix = next((p for p in prefixes if any(k.startswith(p + marker) for k in keys)), "")
+    return keys, prefix, {k[len(prefix):]: v for k, v in header.items() if k.startswith(prefix)}
 
 
 def _refuse_quantised(path: Path, header: dict[str, tuple[str, list[int]]], what: str) -> None:
@@ -132,10 +132,7 @@ def load_transformer_file(path: Path, dtype: torch.dtype, device: str | torch.de
     from diffusers import ZImageTransformer2DModel
     from diffusers.loaders.single_file_utils import convert_z_image_transformer_checkpoint_to_diffusers
 
-    header = read_header(path)
-    keys = list(header)
-    prefix = _strip_prefix(keys, TRANSFORMER_PREFIXES, "layers.0.")
-    header = {k[len(prefix):]: v for k, v in header.items() if k.startswith(prefix)}
+    keys, prefix, header = _prefixed_header(path, TRANSFORMER_PREFIXES, "layers.0.")
     if any(k not in header for k in ("layers.0.attention.qkv.weight", "x_embedder.weight", "cap_embedder.1.weight")):
         raise ModelFileError(
             f"{path.name} is not a Z-Image transformer in the original layout{_guess_architecture(keys)}. Expected "
@@ -170,10 +167,7 @@ def load_text_encoder_file(path: Path, dtype: torch.dtype, device: str | torch.d
     """Load `text_encoders/qwen_3_4b.safetensors` (transformers key layout, with or without 'model.') as Qwen3Model."""
     from transformers import Qwen3Config, Qwen3Model
 
-    header = read_header(path)
-    keys = list(header)
-    prefix = _strip_prefix(keys, TEXT_ENCODER_PREFIXES, "layers.0.")
-    header = {k[len(prefix):]: v for k, v in header.items() if k.startswith(prefix)}
+    keys, prefix, header = _prefixed_header(path, TEXT_ENCODER_PREFIXES, "layers.0.")
     if "embed_tokens.weight" not in header or "layers.0.self_attn.q_norm.weight" not in header:
         raise ModelFileError(
             f"{path.name} is not a Qwen3 text encoder{_guess_architecture(keys)}. Z-Image needs Qwen3-4B: put "
@@ -221,10 +215,7 @@ def load_vae_file(path: Path, dtype: torch.dtype, device: str | torch.device = "
     from diffusers import AutoencoderKL
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
-    header = read_header(path)
-    keys = list(header)
-    prefix = _strip_prefix(keys, VAE_PREFIXES, "encoder.")
-    header = {k[len(prefix):]: v for k, v in header.items() if k.startswith(prefix)}
+    keys, prefix, header = _prefixed_header(path, VAE_PREFIXES, "encoder.")
     if "encoder.conv_out.weight" not in header or "decoder.conv_in.weight" not in header:
         raise ModelFileError(
             f"{path.name} is not an autoencoder in the original layout{_guess_architecture(keys)}. Z-Image uses the "
