@@ -112,6 +112,9 @@ def save_image_atomic(image: Image.Image, path: str | os.PathLike, **save_kwargs
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = save_kwargs.pop("format", None) or Image.registered_extensions().get(path.suffix.lower(), "PNG")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs should be as readable as any other file
     try:
         with os.fdopen(fd, "wb") as fh:
             image.save(fh, format=fmt, **save_kwargs)

@@ -58,6 +58,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
     image = Image.new("RGB", (8, 8), "red")
     save_image_atomic(image, target)
     before = target.read_bytes()
+    assert target.stat().st_mode & 0o044  # readable by others like any normal file (not mkstemp's 0600)
     with pytest.raises(Exception):
         save_image_atomic(Image.new("RGB", (8, 8), "blue"), target, format="PNG", compress_level="bad")
     assert target.read_bytes() == before  # the old file is untouched
