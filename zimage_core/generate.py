@@ -78,7 +78,7 @@ def generate(
                      shift=bundle.shift if shift is None else shift, images_per_prompt=images_per_prompt,
                      init_latents=init_latents, strength=strength, make_denoiser=make_denoiser, callback=callback,
                      should_stop=should_stop)
-    _sync(latents)
+    synchronize(latents)
     timings["denoise"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -97,17 +97,20 @@ def _batch_items(prompts, images_per_prompt: int) -> list[tuple[object, int]]:
     return [(one, i) for i, one in enumerate(singles) for _ in range(max(1, images_per_prompt))]
 
 
+def _offset_progress(callback: StepCallback, index: int, count: int) -> StepCallback:
+    """Report image `index`'s steps as part of one progress run over all `count` images."""
+    def report(info: StepInfo) -> None:
+        callback(StepInfo(info.step + index * info.total, info.total * count, info.sigma, info.latents, info.denoised))
+    return report
+
+
 def _generate_each(bundle: ModelBundle, items: list[tuple[object, int]], kw: dict) -> GenerationResult:
     """One image at a time, with seed + index and progress counted over the whole batch."""
     n, results = len(items), []
     callback, init = kw["callback"], kw["init_image"]
     init = as_image_batch(init) if init is not None else None
     for index, (one, prompt_index) in enumerate(items):
-        cb = None
-        if callback is not None:
-            def cb(info, _offset=index):
-                callback(StepInfo(info.step + _offset * info.total, info.total * n, info.sigma, info.latents,
-                                  info.denoised))
+        cb = None if callback is None else _offset_progress(callback, index, n)
         this_init = None
         if init is not None:
             this_init = init[index:index + 1] if init.shape[0] == n else init[min(prompt_index, init.shape[0] - 1):][:1]
@@ -122,7 +125,8 @@ def _generate_each(bundle: ModelBundle, items: list[tuple[object, int]], kw: dic
                             [kw["seed"] + i for i in range(n)], timings)
 
 
-def _sync(t: torch.Tensor) -> None:
+def synchronize(t: torch.Tensor) -> None:
+    """Wait for the GPU so stage timings measure the work, not the kernel launches."""
     if t.is_cuda:
         torch.cuda.synchronize(t.device)
 

@@ -26,7 +26,7 @@ from PIL import Image
 from . import vae as vae_ops
 from .encode import MAX_CAPTION_TOKENS, Conditioning
 from .errors import InputError
-from .generate import GenerationResult, _sync, prompt_encoder
+from .generate import GenerationResult, synchronize, prompt_encoder
 from .guidance.dype import DEFAULT_METHOD, DyPE, DyPEDenoiser
 from .models import ModelBundle
 from .sample import Denoiser, StepCallback, StepInfo, TransformerDenoiser, sample
@@ -220,7 +220,7 @@ def generate_hires(
                      shift=shift, images_per_prompt=images_per_prompt if init is None else 1,
                      init_latents=init, strength=strength, make_denoiser=_with_dype(factory, dype),
                      callback=cb if callback is not None else None, should_stop=should_stop)
-        _sync(lat)
+        synchronize(lat)
         seconds = time.perf_counter() - t
         timings["base_denoise" if stage == 0 else f"pass{stage}_denoise"] = seconds
         stages.append({"stage": "base" if stage == 0 else f"pass{stage}", "width": w, "height": h,
@@ -239,7 +239,7 @@ def generate_hires(
         else:
             images = vae_ops.decode(bundle.vae, latents, tiled=tiled_decode)
             init = vae_ops.encode(bundle.vae, upscale_pixels(images, w, h))
-        _sync(init)
+        synchronize(init)
         timings[f"pass{i}_upscale"] = time.perf_counter() - t
         latents = run(i, w, h, p.steps, init, p.strength)
         stages[-1]["upscale_seconds"] = timings[f"pass{i}_upscale"]
