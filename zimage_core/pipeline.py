@@ -70,7 +70,8 @@ def _finish(image: torch.Tensor, timings: dict[str, float], notes: list[str], *,
         result, face_report = restore_faces(result, face_model, fidelity=face_fidelity)
         notes.append(f"faces: {face_report.summary()}")
     else:
-        notes.append("faces: skipped (no GFPGAN model given)")
+        notes.append(f"faces: {_count_faces(result)}; not restored (no GFPGAN model given: pass GFPGANv1.4.pth, "
+                     "e.g. from models/facerestore_models)")
     timings["faces"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -79,6 +80,19 @@ def _finish(image: torch.Tensor, timings: dict[str, float], notes: list[str], *,
     timings["resize"] = time.perf_counter() - t
     timings["total"] = sum(v for k, v in timings.items() if k != "total")
     return RouteResult(result.clamp(0, 1), timings, notes, chain, face_report)
+
+
+def _count_faces(images: torch.Tensor) -> str:
+    """Detection alone, so a run without a face model still says what restoring would have touched."""
+    from .errors import ZImageError
+    from .faces import FaceDetector
+
+    try:
+        finder = FaceDetector("auto")
+        found = sum(len(f) for f in finder(images))
+    except (ZImageError, ImportError) as err:
+        return f"detection unavailable ({err})"
+    return f"{found} found by {finder.backend}"
 
 
 def _out_size(out_width: int | None, out_height: int | None, src_hw: tuple[int, int], scale: float):
