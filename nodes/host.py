@@ -15,7 +15,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -175,20 +174,21 @@ class _Holder(torch.nn.Module):
         self.device = device
 
 
-_PATCHERS: dict[int, tuple[weakref.ref, Any]] = {}
+_PATCHER_ATTR = "_zimage_comfy_patcher"
 _PATCHERS_LOCK = threading.Lock()
 
 
 def _patcher_for(module: torch.nn.Module):
-    key = id(module)
+    """One ModelPatcher per module, stored on the module itself so it lives and dies with it (a global registry
+    would keep every model ever loaded alive in RAM, even after ComfyUI's /free)."""
     with _PATCHERS_LOCK:
-        hit = _PATCHERS.get(key)
-        if hit is not None and hit[0]() is module:
-            return hit[1]
-        device = next(module.parameters()).device
-        patcher = _patcher.ModelPatcher(_Holder(module, device), load_device=_mm.get_torch_device(),
-                                        offload_device=_mm.unet_offload_device())
-        _PATCHERS[key] = (weakref.ref(module), patcher)  # ComfyUI only keeps a weak reference to patchers
+        patcher = module.__dict__.get(_PATCHER_ATTR)
+        if patcher is None:
+            device = next(module.parameters()).device
+            # the holder references the module; the module references the patcher: a cycle the GC frees together
+            patcher = _patcher.ModelPatcher(_Holder(module, device), load_device=_mm.get_torch_device(),
+                                            offload_device=_mm.unet_offload_device())
+            module.__dict__[_PATCHER_ATTR] = patcher
         return patcher
 
 
@@ -199,8 +199,20 @@ def use_models(*modules: torch.nn.Module | None) -> None:
     mods = [m for m in modules if m is not None]
     if not mods or _mm is None or _patcher is None:
         return
-    patchers = [_patcher_for(m) for m in mods]
+    patchers = []
+    for m in mods:
+        patcher = _patcher_for(m)
+        patcher.size = 0  # re-measured on load: LoRA adapters added since the last use must count too
+        patchers.append(patcher)
     _mm.load_models_gpu(patchers, force_full_load=True)  # our modules cannot run partially loaded
+    target = compute_device()
+    for m in mods:
+        where = next(m.parameters()).device
+        if where.type != target.type:
+            raise RuntimeError(
+                f"ComfyUI left a Z-Image model on {where} instead of {target} (this happens with --novram or a "
+                "low-VRAM mode that loads models partially). Z-Image modules must be fully on the GPU: start ComfyUI "
+                "without --novram, or free VRAM and retry.")
 
 
 def free_memory_for(module: torch.nn.Module) -> None:
