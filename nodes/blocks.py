@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
-from zimage_core.blocks import (DEFAULT_BLOCK, DEFAULT_OVERLAP, Blocks, Classification, classification_preview,
-                                classify_blocks, heavy_upscale_blocks, lanczos_resize, lanczos_upscale_blocks,
-                                load_heavy_upscaler, saliency_heatmap, saliency_map, slice_blocks, stitch_blocks)
+from zimage_core.blocks import (DEFAULT_BLOCK, DEFAULT_OVERLAP, Blocks, Classification, SDUpscaler,
+                                classification_preview, classify_blocks, heavy_upscale_blocks, lanczos_resize,
+                                lanczos_upscale_blocks, load_heavy_upscaler, saliency_heatmap, saliency_map,
+                                slice_blocks, stitch_blocks)
 from zimage_core.errors import InputError, Interrupted
 
 from . import host
@@ -171,17 +172,39 @@ def _resolve_heavy(choice: str) -> Path | None:
 
 
 def _load_heavy(spec, sd_options: dict):
-    """Heavy upscalers loaded from files are kept (one at a time) so re-running a graph does not reload them."""
+    """Heavy upscalers loaded from files are kept (one at a time) so re-running a graph does not reload them.
+
+    The cache is keyed by the model path and its mtime only: the SD x4 options (prompt, seed, steps, guidance, noise
+    level) are applied to the cached instance on every call, so changing them does not reload the pipeline.
+    """
     if not isinstance(spec, Path):
         return load_heavy_upscaler(spec, device=host.compute_device())
     st = spec.stat()
-    key = (str(spec.resolve()), st.st_mtime_ns, tuple(sorted(sd_options.items())) if spec.is_dir() else ())
+    key = (str(spec.resolve()), st.st_mtime_ns)
     with _HEAVY_LOCK:
         if key not in _HEAVY_CACHE:
             _HEAVY_CACHE.clear()
             options = sd_options if spec.is_dir() else {}
             _HEAVY_CACHE[key] = load_heavy_upscaler(spec, device=host.compute_device(), **options)
-        return _HEAVY_CACHE[key]
+        upscaler = _HEAVY_CACHE[key]
+        if isinstance(upscaler, SDUpscaler):
+            _apply_sd_options(upscaler, sd_options)
+        return upscaler
+
+
+def _apply_sd_options(upscaler: SDUpscaler, options: dict) -> None:
+    """Set this run's SD x4 options on a (cached) SDUpscaler, with the same checks as its constructor, and restart
+    its per-call seed offset so a run is reproducible for a given seed."""
+    noise_level, steps = int(options["noise_level"]), int(options["steps"])
+    max_noise = int(getattr(upscaler.pipe.config, "max_noise_level", 350))
+    if not 0 <= noise_level <= max_noise:
+        raise InputError(f"noise_level must be 0-{max_noise}; got {noise_level}.")
+    if steps < 1:
+        raise InputError(f"steps must be at least 1; got {steps}.")
+    upscaler.prompt = options["prompt"]
+    upscaler.noise_level, upscaler.steps = noise_level, steps
+    upscaler.guidance_scale, upscaler.seed = float(options["guidance_scale"]), int(options["seed"])
+    upscaler._calls = 0
 
 
 def _heavy_module(upscaler) -> torch.nn.Module | None:

@@ -12,6 +12,7 @@ import torch
 
 from zimage_core import vae as vae_ops
 from zimage_core.encode import Conditioning
+from zimage_core.errors import InputError
 from zimage_core.guidance import GuidanceOptions, guided_denoiser
 from zimage_core.guidance.diversity import make_diversity_fn
 from zimage_core.guidance.dype import DEFAULT_METHOD, METHODS, DyPE
@@ -26,6 +27,7 @@ from .loaders import MODEL, ZImageModel
 
 log = logging.getLogger(__name__)
 
+LATENT_CHANNELS = 16  # Z-Image uses the Flux VAE (ae.safetensors): 16 latent channels
 MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF
 SLG_LAYERS_DEFAULT = f"{DEFAULT_SLG_LAYERS[0]}-{DEFAULT_SLG_LAYERS[-1]}"
 
@@ -142,6 +144,10 @@ class ZImageSampler:
             vae = bundle.vae  # only its scale/shift config is needed unless an IMAGE must be encoded
             init = None
             if latent is not None:
+                channels = int(latent["samples"].shape[1]) if latent["samples"].ndim > 1 else 0
+                if channels != LATENT_CHANNELS:
+                    raise InputError(f"this LATENT has {channels} channels; Z-Image needs a {LATENT_CHANNELS}-channel "
+                                     "Flux latent (EmptySD3LatentImage, or VAE Encode with ae.safetensors).")
                 init = vae_ops.to_model_space(latent["samples"].float(), vae)
             elif image is not None:
                 host.use_models(vae)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from zimage_core.api import Limits, RequestError, parse_request
@@ -32,23 +34,44 @@ CLIENT_ID = "zimage-generate-route"
 _registered = False
 
 
+_X4_NAMES = (re.compile(r"4x|x4", re.IGNORECASE), re.compile(r"esrgan|ultrasharp", re.IGNORECASE))  # best first
+
+
 def default_choices() -> dict[str, Any]:
-    """Which model files the route uses: the loader's preferred defaults, the first heavy upscaler (SD x4 folders
-    first, then upscale model files; none = LANCZOS) and the first GFPGAN file (none = faces skipped)."""
+    """Which model files the route uses: the loader's preferred defaults; the heavy upscaler (an SD x4 folder first,
+    then an upscale model file whose name says ×4 — 4x / x4 / esrgan / ultrasharp; otherwise LANCZOS, since a 1×/2×
+    model or a restorer is not a ×4 upscaler); the first GFPGAN file (none = faces skipped: the route's face step is
+    GFPGAN's, so e.g. a CodeFormer file is not picked). `heavy_note` / `face_note` say what was chosen and why."""
     from .blocks import NO_HEAVY, SD_PREFIX, _heavy_choices
     from .faces import FACE_FOLDER
     from .loaders import ZImageLoader
 
     req = ZImageLoader.INPUT_TYPES()["required"]
     picks = {name: req[name][1].get("default") for name in ("diffusion_model", "text_encoder", "vae")}
-    heavy = _heavy_choices()
-    sd = [h for h in heavy if h.startswith(SD_PREFIX)]
-    files = [h for h in heavy if h != NO_HEAVY and not h.startswith(SD_PREFIX)]
+    heavy_list = _heavy_choices()
+    sd = [h for h in heavy_list if h.startswith(SD_PREFIX)]
+    files = [h for h in heavy_list if h != NO_HEAVY and not h.startswith(SD_PREFIX)]
+    x4 = [h for pattern in _X4_NAMES for h in files if pattern.search(Path(h).name)]
+    if sd:
+        heavy, heavy_note = sd[0], f"heavy upscaler: {sd[0]} (default: first SD x4 upscaler folder)"
+    elif x4:
+        heavy, heavy_note = x4[0], (f"heavy upscaler: {x4[0]} (default: first upscale model named 4x/x4/esrgan/"
+                                    "ultrasharp)")
+    else:
+        heavy, heavy_note = NO_HEAVY, ("heavy upscaler: " + NO_HEAVY + " (default: no SD x4 folder and no upscale "
+                                       "model named 4x/x4/esrgan/ultrasharp in models/upscale_models)")
     host.register_folder(FACE_FOLDER)
     faces = host.list_files(FACE_FOLDER)
-    gfpgan = [f for f in faces if "gfpgan" in f.lower()] or faces
-    return {**picks, "heavy_choices": heavy, "heavy": (sd or files or [NO_HEAVY])[0],
-            "face_choices": faces, "face_model": gfpgan[0] if gfpgan else None}
+    gfpgan = [f for f in faces if "gfpgan" in Path(f).name.lower()]
+    if gfpgan:
+        face, face_note = gfpgan[0], f"faces: {gfpgan[0]}"
+    elif faces:
+        face, face_note = None, ("faces: skipped (no GFPGAN file in models/facerestore_models; the other files "
+                                 "there are not GFPGAN models — pass face_model to choose one)")
+    else:
+        face, face_note = None, "faces: skipped (no GFPGAN in models/facerestore_models)"
+    return {**picks, "heavy_choices": heavy_list, "heavy": heavy, "heavy_note": heavy_note,
+            "face_choices": faces, "face_model": face, "face_note": face_note}
 
 
 def build_prompt(prompts: list[str], *, width: int, height: int, steps: int, seed: int, diffusion_model: str,
@@ -177,16 +200,17 @@ async def handle_generate(request) -> Any:
         return _error(500, "server model files: no Z-Image " + ", ".join(missing) + " file in ComfyUI's model "
                       "folders (models/diffusion_models, models/text_encoders, models/vae).")
     heavy, face = choices["heavy"], choices["face_model"]
+    heavy_note, face_note = choices["heavy_note"], choices["face_note"]
     if req.heavy is not None:
         if req.heavy not in choices["heavy_choices"]:
             return _error(400, f"heavy '{req.heavy}' is not an upscaler ComfyUI knows; choose one of: "
                           + ", ".join(choices["heavy_choices"][:20]), "heavy")
-        heavy = req.heavy
+        heavy, heavy_note = req.heavy, f"heavy upscaler: {req.heavy} (requested)"
     if req.face_model is not None:
         if req.face_model not in choices["face_choices"]:
             return _error(400, f"face_model '{req.face_model}' is not in models/facerestore_models; choose one of: "
                           + (", ".join(choices["face_choices"][:20]) or "(none installed)"), "face_model")
-        face = req.face_model
+        face, face_note = req.face_model, f"faces: {req.face_model} (requested)"
 
     graph, outputs = build_prompt(req.prompts, width=req.width, height=req.height, steps=req.steps, seed=req.seed,
                                   diffusion_model=choices["diffusion_model"], text_encoder=choices["text_encoder"],
@@ -222,16 +246,16 @@ async def handle_generate(request) -> Any:
     report = {k: round(float(stage.get(k, 0.0)), 4) for k in TIMING_STAGES if k != "total"}
     report["total"] = round(sum(report.values()), 4)
     first = images[0]
+    encoded = await asyncio.to_thread(lambda: [encode_jpeg_base64(im) for im in images])  # off the event loop
     body: dict[str, Any] = {
-        "image": encode_jpeg_base64(first), "width": int(first.shape[2]), "height": int(first.shape[1]),
+        "image": encoded[0], "width": int(first.shape[2]), "height": int(first.shape[1]),
         "seed": req.seed, "timing_report": report, "prompt_id": prompt_id,
         "wall_seconds": round(time.perf_counter() - t_start, 4),
-        "notes": [f"heavy upscaler: {heavy}", f"faces: {face or 'skipped (no GFPGAN in models/facerestore_models)'}",
-                  "stages a cached node skipped report 0 s"],
+        "notes": [heavy_note, face_note, "stages a cached node skipped report 0 s"],
         "warnings": req.warnings,
     }
     if len(images) > 1:
-        body["images"] = [encode_jpeg_base64(im) for im in images]
+        body["images"] = encoded
         body["seeds"] = [req.seed + i for i in range(len(images))]
     return _json(200, body)
 

@@ -308,3 +308,26 @@ def test_route_crash_is_500_json_and_server_survives():
         status, _, out = post(srv.url + "/generate", {"prompts": ["boom"], "width": 64, "height": 64})
         assert status == 500 and "simulated crash" in out["error"], out
         assert post(srv.url + "/generate", {"prompts": ["fine"], "width": 64, "height": 64})[0] == 200
+
+
+def test_blank_negative_prompt_is_absent():
+    """A whitespace-only negative_prompt must not turn NAG on."""
+    for blank in ("", " ", "  \t\n "):
+        assert parse_request({"prompts": ["a"], "negative_prompt": blank}).negative_prompt is None
+    assert parse_request({"prompts": ["a"], "negative_prompt": " blurry "}).negative_prompt == " blurry "
+    with pytest.raises(RequestError, match="must be a string"):
+        parse_request({"prompts": ["a"], "negative_prompt": 5})
+
+
+def test_negative_prompt_bug_is_500_not_lacks_nag():
+    """Only a missing guidance module is the client-facing 400 "lacks NAG"; a failure while encoding the negative
+    prompt (here: a bundle with no text encoder) is a server error."""
+    route = SlowRoute()
+    route.release.set()
+    app = create_app(lambda: object(), queue_size=2, timeout_s=10, route=route)
+    with BackgroundServer(app) as srv:
+        body = {"prompts": ["fine"], "width": 64, "height": 64}
+        status, _, out = post(srv.url + "/generate", {**body, "negative_prompt": "blurry"})
+        assert status == 500 and "AttributeError" in out["error"] and "lacks" not in out["error"], out
+        status, _, out = post(srv.url + "/generate", {**body, "negative_prompt": "   "})  # blank: no NAG at all
+        assert status == 200 and not any("NAG" in n for n in out["notes"]), out

@@ -145,3 +145,85 @@ def test_route_graph_is_valid_for_our_nodes(pack):
     assert graph["p1_sample"]["inputs"]["seed"] == 6
     assert graph["p0_sample"]["inputs"]["width"] % 16 == 0 and 512 <= graph["p0_sample"]["inputs"]["width"] <= 768
     assert graph["p0_resize"]["inputs"]["width"] == 1000 and graph["p0_resize"]["inputs"]["height"] == 1504
+
+
+def _touch(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+
+
+def test_route_default_choices(tmp_path, monkeypatch):
+    """Defaults: SD x4 folder > file named 4x/x4 > esrgan/ultrasharp > LANCZOS; faces only from a GFPGAN file (a
+    CodeFormer file alone means faces are skipped, not a failing graph); the notes say which and why."""
+    from zimage_turbo_pack.nodes import server_routes
+
+    monkeypatch.setenv("ZIMAGE_MODELS_DIR", str(tmp_path))
+    ups, faces = tmp_path / "upscale_models", tmp_path / "facerestore_models"
+    _touch(ups / "1x_Dehalo.pth")
+    _touch(ups / "2x_Sharp.safetensors")
+    _touch(faces / "codeformer.pth")
+    c = server_routes.default_choices()
+    assert c["heavy"] == "none (LANCZOS only)" and "4x/x4" in c["heavy_note"]
+    assert c["face_model"] is None and c["face_choices"] == ["codeformer.pth"]
+    assert "skipped" in c["face_note"] and "GFPGAN" in c["face_note"]
+
+    _touch(ups / "RealESRGAN_general.pth")
+    assert server_routes.default_choices()["heavy"] == "RealESRGAN_general.pth"
+    _touch(ups / "sub" / "4X-UltraSharp.pth")
+    c = server_routes.default_choices()
+    assert c["heavy"] == "sub/4X-UltraSharp.pth" and c["heavy"] in c["heavy_note"]
+    (ups / "sdx4").mkdir()
+    (ups / "sdx4" / "model_index.json").write_text('{"_class_name": "StableDiffusionUpscalePipeline"}')
+    assert server_routes.default_choices()["heavy"] == "SD x4: sdx4"
+
+    _touch(faces / "GFPGANv1.4.pth")
+    c = server_routes.default_choices()
+    assert c["face_model"] == "GFPGANv1.4.pth" and c["face_note"] == "faces: GFPGANv1.4.pth"
+
+
+def test_route_encodes_each_image_once_off_the_event_loop(monkeypatch):
+    """handle_generate (with ComfyUI's queue faked): every output is JPEG-encoded exactly once, in a worker thread,
+    and the first encoding is reused for "image"."""
+    import asyncio
+    import json
+    import threading
+
+    import torch
+
+    from zimage_turbo_pack.nodes import host, server_routes
+
+    choices = {"diffusion_model": "d.safetensors", "text_encoder": "t.safetensors", "vae": "v.safetensors",
+               "heavy_choices": ["none (LANCZOS only)"], "heavy": "none (LANCZOS only)", "heavy_note": "heavy: x",
+               "face_choices": [], "face_model": None, "face_note": "faces: skipped"}
+    monkeypatch.setattr(server_routes, "default_choices", lambda: choices)
+
+    async def fake_queue(server, prompt):
+        return "pid", {}
+
+    async def fake_wait(server, prompt_id, timeout):
+        return {"status": {"status_str": "success", "messages": []}}
+
+    monkeypatch.setattr(server_routes, "_queue", fake_queue)
+    monkeypatch.setattr(server_routes, "_wait", fake_wait)
+    monkeypatch.setattr(server_routes, "_read_output",
+                        lambda entry, node: torch.full((1, 16, 24, 3), 0.1 * (1 + int(node[1]))))
+    calls = []
+
+    def fake_encode(image):
+        calls.append(threading.current_thread() is threading.main_thread())
+        return f"jpeg{len(calls)}"
+
+    monkeypatch.setattr(server_routes, "encode_jpeg_base64", fake_encode)
+    monkeypatch.setattr(host, "pop_timings", lambda prompt_id: {})
+
+    class Request:
+        async def json(self):
+            return {"prompts": ["a", "b", "c"], "width": 64, "height": 64}
+
+    response = asyncio.run(server_routes.handle_generate(Request()))
+    body = json.loads(response.body)
+    assert response.status == 200, body
+    assert calls == [False, False, False]  # three images, three encodings, none on the loop's thread
+    assert body["image"] == "jpeg1" and body["images"] == ["jpeg1", "jpeg2", "jpeg3"]
+    assert body["notes"][:2] == ["heavy: x", "faces: skipped"]
+    assert (body["width"], body["height"]) == (24, 16)

@@ -146,6 +146,13 @@ def test_sampler_validates_size(pack, loaded, conds):
         sampler(pack, loaded[0], conds[0], width=72)
 
 
+def test_sampler_rejects_non_flux_latent(pack, loaded, conds):
+    from zimage_core.errors import InputError
+
+    with pytest.raises(InputError, match="this LATENT has 4 channels; Z-Image needs a 16-channel Flux latent"):
+        sampler(pack, loaded[0], conds[0], latent={"samples": torch.zeros(1, 4, 8, 8)}, denoise=0.5)
+
+
 def test_seed_diversity_option(pack, loaded, conds, t2i):
     model, _, _ = loaded
     off = sampler(pack, model, conds[0], seed_diversity=0.0)
@@ -306,3 +313,40 @@ def test_face_restore_nodes(pack, models_dir):
                        detector="auto", min_confidence=0.5, max_faces=0)
     assert out.shape == photo.shape and "1 face(s) restored" in report
     assert (out - photo).abs().max() > 0.05  # the (random) GFPGAN really replaced the face
+
+
+def test_heavy_cache_keeps_sd_pipeline_across_option_changes(tmp_path, monkeypatch):
+    """Changing SD x4 options (prompt, seed, steps, guidance, noise level) reuses the loaded pipeline and applies the
+    new options to it; only another folder (or a changed one) loads again."""
+    from types import SimpleNamespace
+
+    from zimage_core.blocks import SDUpscaler
+    from zimage_core.errors import InputError
+    from zimage_turbo_pack.nodes import blocks
+
+    loads = []
+
+    def fake_load(spec, *, device=None, **options):
+        loads.append((spec, options))
+        pipe = SimpleNamespace(config=SimpleNamespace(max_noise_level=350),
+                               unet=SimpleNamespace(config=SimpleNamespace(block_out_channels=(1, 2, 3, 4))))
+        return SDUpscaler(pipe, device="cpu", **options)
+
+    monkeypatch.setattr(blocks, "load_heavy_upscaler", fake_load)
+    monkeypatch.setattr(blocks, "_HEAVY_CACHE", {})
+    folder = tmp_path / "sdx4"
+    folder.mkdir()
+    opts = {"prompt": "sharp", "noise_level": 20, "steps": 20, "guidance_scale": 9.0, "seed": 0}
+    first = blocks._load_heavy(folder, opts)
+    first._calls = 5
+    second = blocks._load_heavy(folder, {"prompt": "crisp", "noise_level": 40, "steps": 7, "guidance_scale": 4.5,
+                                         "seed": 11})
+    assert second is first and len(loads) == 1
+    assert (second.prompt, second.noise_level, second.steps, second.guidance_scale, second.seed) == (
+        "crisp", 40, 7, 4.5, 11)
+    assert second._calls == 0  # a run restarts the per-call seed offset: same seed, same result
+    with pytest.raises(InputError, match="noise_level must be 0-350"):
+        blocks._load_heavy(folder, {**opts, "noise_level": 999})
+    other = tmp_path / "other"
+    other.mkdir()
+    assert blocks._load_heavy(other, opts) is not first and len(loads) == 2

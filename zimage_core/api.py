@@ -115,10 +115,12 @@ def _int_field(data: dict, name: str, default: int | None, lo: int, hi: int) -> 
 
 def _optional_str(data: dict, name: str, max_chars: int) -> str | None:
     value = data.get(name)
-    if value is None or value == "":
+    if value is None:
         return None
     if not isinstance(value, str):
         raise RequestError(f"{name} must be a string.", name)
+    if value.strip() == "":  # blank or whitespace-only = not given (a " " negative_prompt must not turn NAG on)
+        return None
     if len(value) > max_chars:
         raise RequestError(f"{name} is {len(value)} characters; the limit is {max_chars}.", name)
     return value
@@ -364,12 +366,11 @@ def _nag_denoiser(bundle: Any, negative: str):
     try:
         from .generate import prompt_encoder
         from .guidance import GuidanceOptions, guided_denoiser
-
-        neg = prompt_encoder(bundle).encode([negative])  # one entry applies to every prompt of the batch
-        return guided_denoiser(GuidanceOptions(negative=neg, **NAG_SETTINGS))
-    except (ImportError, AttributeError, TypeError) as err:  # module absent or of another version
+    except ImportError as err:  # module absent; any error past the imports is a real failure (500 path)
         raise RequestError(f"negative_prompt needs NAG guidance, which this installation lacks ({err}).",
                            "negative_prompt") from err
+    neg = prompt_encoder(bundle).encode([negative])  # one entry applies to every prompt of the batch
+    return guided_denoiser(GuidanceOptions(negative=neg, **NAG_SETTINGS))
 
 
 # ------------------------------------------------------------------------------------------------- HTTP layer
