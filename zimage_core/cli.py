@@ -15,7 +15,7 @@ from .errors import ZImageError
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="text to image with Z-Image-Turbo")
     p.add_argument("--prompt", required=True, action="append", help="prompt text (repeat for a batch)")
-    p.add_argument("--negative", default=None, help="negative prompt (used by NAG, or by CFG when --cfg > 0)")
+    p.add_argument("--negative", default=None, help="negative prompt (acts through NAG: scale 3, τ 2.5, α 0.25)")
     p.add_argument("--models", required=True, help="a ComfyUI models/ folder or a diffusers Z-Image folder")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (else <models>/tokenizer, $ZIMAGE_TOKENIZER)")
     p.add_argument("--width", type=int, default=1024)
@@ -95,7 +95,7 @@ def cmd_generate(args) -> dict:
         from .guidance import GuidanceOptions, guided_denoiser
         from .generate import prompt_encoder
 
-        neg = prompt_encoder(bundle).encode([args.negative] * len(args.prompt))
+        neg = prompt_encoder(bundle).encode([args.negative])  # one negative for every image
         make_denoiser = guided_denoiser(GuidanceOptions(negative=neg, nag_scale=3.0, nag_tau=2.5, nag_alpha=0.25))
     result = generate(bundle, args.prompt, width=args.width, height=args.height, steps=args.steps, seed=args.seed,
                       shift=args.shift, images_per_prompt=args.batch, make_denoiser=make_denoiser)

@@ -104,6 +104,12 @@ def _offset_progress(callback: StepCallback, index: int, count: int) -> StepCall
     return report
 
 
+def _for_item(make_denoiser, index: int, count: int):
+    """The denoiser factory narrowed to one image of the batch (its negative prompt, its diversity seed)."""
+    narrow = getattr(make_denoiser, "for_item", None)
+    return narrow(index, count) if narrow is not None else make_denoiser
+
+
 def _generate_each(bundle: ModelBundle, items: list[tuple[object, int]], kw: dict) -> GenerationResult:
     """One image at a time, with seed + index and progress counted over the whole batch."""
     n, results = len(items), []
@@ -118,7 +124,7 @@ def _generate_each(bundle: ModelBundle, items: list[tuple[object, int]], kw: dic
             bundle, one, width=kw["width"], height=kw["height"], steps=kw["steps"], seed=kw["seed"] + index,
             shift=kw["shift"], images_per_prompt=1, init_image=this_init, strength=kw["strength"],
             hidden_layer=kw["hidden_layer"], max_tokens=kw["max_tokens"], long_mode=kw["long_mode"],
-            make_denoiser=kw["make_denoiser"], callback=cb, should_stop=kw["should_stop"],
+            make_denoiser=_for_item(kw["make_denoiser"], index, n), callback=cb, should_stop=kw["should_stop"],
             tiled_decode=kw["tiled_decode"], batch_invariant=False))
     timings = {k: sum(r.timings[k] for r in results) for k in results[0].timings}
     return GenerationResult(torch.cat([r.images for r in results]), torch.cat([r.latents for r in results]),

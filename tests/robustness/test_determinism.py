@@ -29,3 +29,24 @@ def test_batch_position_does_not_change_the_image(tiny_bundle):
     alone = generate(tiny_bundle, prompts[1], width=64, height=64, steps=3, seed=43).images
     assert _png_hash(batch, 3) == _png_hash(alone, 0)
     assert _png_hash(batch, 2) != _png_hash(batch, 3)  # different seeds really differ
+
+
+def test_guided_batch_matches_each_image_alone(tiny_bundle):
+    """Per-prompt negatives (NAG) and seed diversity follow each image into the one-at-a-time path."""
+    from zimage_core.generate import prompt_encoder
+    from zimage_core.guidance import GuidanceOptions, guided_denoiser
+    from zimage_core.guidance.diversity import make_diversity_fn
+
+    enc = prompt_encoder(tiny_bundle)
+    negatives = enc.encode(["blurry", "dark, noisy"])
+
+    def options(neg, seed):
+        return GuidanceOptions(negative=neg, nag_scale=3.0, nag_tau=2.5, nag_alpha=0.25,
+                               diversity_fn=make_diversity_fn(0.5, seed))
+
+    kw = dict(width=64, height=64, steps=3)
+    batch = generate(tiny_bundle, ["a cat", "a dog"], seed=20, make_denoiser=guided_denoiser(options(negatives, 20)),
+                     **kw).images
+    alone = generate(tiny_bundle, "a dog", seed=21,
+                     make_denoiser=guided_denoiser(options(enc.encode("dark, noisy"), 21)), **kw).images
+    assert _png_hash(batch, 1) == _png_hash(alone, 0)

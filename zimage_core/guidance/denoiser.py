@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, ContextManager
 
 import torch
 
 from ..encode import Conditioning
 from ..errors import InputError
-from ..sample import Denoiser, transformer_velocity
+from ..sample import check_conditioning, transformer_velocity
 from .cfg import cfg_combine, cfg_scale_at, cfg_velocities, check_cfg
 from .nag import check_nag, nag_velocity
 from .slg import (DEFAULT_SLG_END, DEFAULT_SLG_LAYERS, DEFAULT_SLG_START, check_layers, check_window, skip_layers,
@@ -106,6 +106,7 @@ class GuidedDenoiser:
             check_window(o.slg_start, o.slg_end)
         self.negative: list[torch.Tensor] | None = None
         if o.negative is not None and (o.cfg_on or o.nag_scale != 1.0):
+            check_conditioning(o.negative, transformer, "negative prompt")
             self.negative = match_negative(o.negative, len(cond))
         if o.cfg_on and o.negative is None:
             raise InputError("CFG needs negative conditioning: encode a negative prompt (an empty prompt '' gives the "
@@ -163,11 +164,30 @@ class GuidedDenoiser:
         return v
 
 
-def guided_denoiser(options: GuidanceOptions | None = None) -> Callable[[torch.nn.Module, Conditioning], Denoiser]:
-    """make_denoiser for sample()/generate(): (transformer, cond) -> GuidedDenoiser with these options."""
-    opts = options or GuidanceOptions()
+class GuidedFactory:
+    """make_denoiser for sample()/generate(): (transformer, cond) -> GuidedDenoiser with these options.
 
-    def make(transformer: torch.nn.Module, cond: Conditioning) -> GuidedDenoiser:
-        return GuidedDenoiser(transformer, cond, opts)
+    `for_item(index, count)` narrows the options to image `index` of a `count`-image batch (its own negative and
+    diversity seed), so generate() can compute images one at a time and get the same result as in the batch."""
 
-    return make
+    def __init__(self, options: GuidanceOptions):
+        self.options = options
+
+    def __call__(self, transformer: torch.nn.Module, cond: Conditioning) -> GuidedDenoiser:
+        return GuidedDenoiser(transformer, cond, self.options)
+
+    def for_item(self, index: int, count: int) -> "GuidedFactory":
+        o = self.options
+        negative = o.negative
+        if negative is not None:
+            embeds = match_negative(negative, count)
+            negative = Conditioning([embeds[index]], [negative.prompts[min(index, len(negative.prompts) - 1)]]
+                                    if negative.prompts else [], dict(negative.info))
+        shifted = getattr(o.diversity_fn, "shifted", None)
+        diversity = shifted(index) if shifted is not None else o.diversity_fn
+        return GuidedFactory(replace(o, negative=negative, diversity_fn=diversity))
+
+
+def guided_denoiser(options: GuidanceOptions | None = None) -> GuidedFactory:
+    """make_denoiser for sample()/generate() with these options (all off by default)."""
+    return GuidedFactory(options or GuidanceOptions())

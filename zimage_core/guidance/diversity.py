@@ -65,6 +65,8 @@ def make_diversity_fn(strength: float, seed: int, until_sigma: float = DEFAULT_U
 
     diversify.strength = strength  # type: ignore[attr-defined]
     diversify.until_sigma = until_sigma  # type: ignore[attr-defined]
+    # the same perturbation for image `offset` of a batch computed on its own (generate's batch-invariant path)
+    diversify.shifted = lambda offset: make_diversity_fn(strength, seed + offset, until_sigma)  # type: ignore
     return diversify
 
 
