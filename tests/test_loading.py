@@ -123,3 +123,60 @@ def test_missing_tokenizer_says_where_to_put_it(tiny_dirs, tmp_path, monkeypatch
 def test_unknown_dtype_is_an_input_error(tiny_dirs):
     with pytest.raises(InputError, match="dtype"):
         load_models(tiny_dirs["comfy"], device="cpu", dtype="fp7")
+
+
+def test_text_encoder_with_missing_or_extra_weights_is_refused(tiny_dirs, tmp_path):
+    """transformers would silently fill missing weights with random values; we refuse the file instead."""
+    root = tmp_path / "models"
+    shutil.copytree(tiny_dirs["comfy"], root)
+    te = root / "text_encoders" / "qwen_3_4b_tiny.safetensors"
+    sd = load_file(str(te))
+    sd.pop("model.layers.1.mlp.down_proj.weight")
+    save_file(sd, str(te))
+    with pytest.raises(ModelFileError, match="1 missing keys"):
+        load_models(root, device="cpu").text_encoder
+
+
+def test_scaled_fp8_files_are_refused_by_name(tiny_dirs, tmp_path):
+    root = tmp_path / "models"
+    shutil.copytree(tiny_dirs["comfy"], root)
+    te = root / "text_encoders" / "qwen_3_4b_tiny.safetensors"
+    sd = load_file(str(te))
+    sd["model.layers.0.mlp.down_proj.scale_weight"] = torch.ones(1)
+    save_file(sd, str(te))
+    with pytest.raises(ModelFileError, match="scaled-fp8"):
+        load_models(root, device="cpu").text_encoder
+
+
+def test_bundle_cache_is_bounded_and_release_frees_the_text_encoder(tiny_dirs):
+    import gc
+    import weakref
+
+    from zimage_core.generate import prompt_encoder
+    from zimage_core.models import MAX_CACHED_BUNDLES
+
+    clear_cache()
+    first = load_models(tiny_dirs["comfy"], device="cpu", dtype="fp32")
+    for dtype in ("bf16", "fp16"):
+        load_models(tiny_dirs["comfy"], device="cpu", dtype=dtype)
+    assert MAX_CACHED_BUNDLES == 2
+    assert load_models(tiny_dirs["comfy"], device="cpu", dtype="fp32") is not first  # evicted, rebuilt
+    bundle = load_models(tiny_dirs["comfy"], device="cpu", dtype="fp32")
+    prompt_encoder(bundle).encode("x")
+    ref = weakref.ref(bundle.text_encoder)
+    bundle.release("text_encoder")
+    gc.collect()
+    assert ref() is None
+
+
+def test_vae_auto_pick_prefers_the_flux_ae_over_other_vaes(tmp_path):
+    from zimage_core.models import _pick
+
+    folder = tmp_path / "vae"
+    folder.mkdir()
+    for name in ("Wan2.1_VAE.safetensors", "flux_vae.safetensors", "sdxl_vae.safetensors"):
+        (folder / name).write_bytes(b"x")
+    pick = lambda: _pick(folder, None, ("flux", "z_image"), "VAE", [], exact=("ae.safetensors",))  # noqa: E731
+    assert pick().name == "flux_vae.safetensors"
+    (folder / "ae.safetensors").write_bytes(b"x")
+    assert pick().name == "ae.safetensors"

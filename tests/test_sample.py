@@ -90,3 +90,14 @@ def test_callbacks_report_each_step_and_interrupt_stops(tiny_bundle):
 def test_bad_input_is_refused_clearly(tiny_bundle, kwargs, message):
     with pytest.raises(InputError, match=message):
         generate(tiny_bundle, "x", **{"steps": 2, **kwargs})
+
+
+def test_conditioning_from_another_encoder_is_refused_clearly(tiny_bundle):
+    from zimage_core.encode import Conditioning
+
+    wrong_width = Conditioning([torch.randn(5, 48)], ["x"])
+    with pytest.raises(InputError, match=r"expects \(tokens, 32\).*Qwen3-4B"):
+        sample(tiny_bundle.transformer, wrong_width, width=64, height=64, steps=1)
+    too_long = Conditioning([torch.randn(1600, 32)], ["x"])
+    with pytest.raises(InputError, match="1600 tokens"):
+        sample(tiny_bundle.transformer, too_long, width=64, height=64, steps=1)

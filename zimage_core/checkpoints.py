@@ -22,9 +22,6 @@ from .weights import load_state_dict
 TRANSFORMER_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.")
 TEXT_ENCODER_PREFIXES = ("text_encoders.qwen3_4b.transformer.", "model.", "transformer.")
 VAE_PREFIXES = ("first_stage_model.", "vae.")
-FP8_DTYPES = {getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
-              if hasattr(torch, n)}
-FLOAT_DTYPES = {torch.float32, torch.float16, torch.bfloat16}
 
 
 def shipped_config(name: str) -> dict[str, Any]:
@@ -74,6 +71,10 @@ def _refuse_quantised(path: Path, header: dict[str, tuple[str, list[int]]], what
             f"{path.name} is a {kind} {what}, which this pack cannot load yet. Supported: the bf16 file, or a plain "
             "fp8 (float8_e4m3fn) file, e.g. z_image_turbo_bf16.safetensors / qwen_3_4b.safetensors."
         )
+    if any(k.endswith(("scale_weight", "scaled_fp8", ".weight_scale")) for k in keys):
+        raise ModelFileError(
+            f"{path.name} is a scaled-fp8 {what} (per-tensor scales stored beside the weights), which this pack "
+            "cannot load yet. Use the bf16 file or a plain fp8 (float8_e4m3fn) file without scale tensors.")
     if any(k.endswith((".qweight", ".scales", ".absmax")) for k in keys):
         raise ModelFileError(f"{path.name} is a GPTQ/bitsandbytes-quantised {what}; use the bf16 or fp8 file.")
 
@@ -190,7 +191,15 @@ def load_text_encoder_file(path: Path, dtype: torch.dtype, device: str | torch.d
     sd = _load_converted(path, prefix)
     sd = {k: v for k, v in sd.items() if not k.startswith("lm_head.")}
     sd = _upcast(sd, dtype)
-    model = Qwen3Model.from_pretrained(None, config=config, state_dict=sd, torch_dtype=dtype)
+    model, info = Qwen3Model.from_pretrained(None, config=config, state_dict=sd, torch_dtype=dtype,
+                                             output_loading_info=True)
+    missing, unexpected = list(info.get("missing_keys", [])), list(info.get("unexpected_keys", []))
+    mismatched = list(info.get("mismatched_keys", []))
+    if missing or unexpected or mismatched:  # transformers would fill gaps with random weights: refuse instead
+        raise ModelFileError(
+            f"{path.name} does not match the Qwen3 text-encoder architecture: {len(missing)} missing keys (e.g. "
+            f"{missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]}), {len(mismatched)} with other "
+            "shapes. Is this the right file (qwen_3_4b.safetensors)?")
     return model.to(device).eval()
 
 

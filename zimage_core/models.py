@@ -14,6 +14,7 @@ import importlib.util
 import logging
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,8 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 
-def _pick(folder: Path, names: str | None, prefer: tuple[str, ...], what: str, searched: list[str]) -> Path | None:
+def _pick(folder: Path, names: str | None, prefer: tuple[str, ...], what: str, searched: list[str],
+          exact: tuple[str, ...] = ()) -> Path | None:
     searched.append(str(folder))
     if names:
         candidate = Path(names) if Path(names).is_absolute() else folder / names
@@ -68,6 +70,10 @@ def _pick(folder: Path, names: str | None, prefer: tuple[str, ...], what: str, s
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in WEIGHT_SUFFIXES and p.is_file())
     if not files:
         return None
+    for name in exact:  # the canonical file names users have win over any substring match
+        hits = [p for p in files if p.name.lower() == name]
+        if hits:
+            return hits[0]
     for word in prefer:
         hits = [p for p in files if word in p.name.lower()]
         if hits:
@@ -135,7 +141,8 @@ def find_model_files(
                searched)
     if te is None:
         te = _pick(root / "clip", text_encoder, ("qwen_3_4b", "qwen"), "text encoder", searched)
-    ae = _pick(root / "vae", vae, ("ae.", "flux", "z_image"), "VAE", searched)
+    ae = _pick(root / "vae", vae, ("flux", "z_image", "zimage"), "VAE", searched,
+               exact=("ae.safetensors", "ae.sft", "diffusion_pytorch_model.safetensors"))
     missing = [n for n, p in (("diffusion model (z_image_turbo_bf16.safetensors → models/diffusion_models/)", dit),
                               ("text encoder (qwen_3_4b.safetensors → models/text_encoders/)", te),
                               ("VAE (ae.safetensors → models/vae/)", ae)) if p is None]
@@ -191,6 +198,8 @@ class ModelBundle:
         """Drop one component (e.g. the text encoder after encoding) to free memory; it reloads when needed."""
         with self._lock:
             self._parts.pop(name, None)
+            if name in ("text_encoder", "tokenizer"):
+                self.__dict__.pop("_prompt_encoder", None)  # generate's cached encoder holds the model too
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -247,8 +256,9 @@ def load_tokenizer(folder: Path):
     return tok
 
 
-_BUNDLES: dict[tuple, ModelBundle] = {}
+_BUNDLES: OrderedDict[tuple, ModelBundle] = OrderedDict()
 _BUNDLES_LOCK = threading.Lock()
+MAX_CACHED_BUNDLES = 2  # switching files/dtype must not keep every earlier 20 GB bundle alive
 
 
 def load_models(
@@ -269,6 +279,9 @@ def load_models(
     with _BUNDLES_LOCK:
         if key not in _BUNDLES:
             _BUNDLES[key] = ModelBundle(files, device, dtype)
+            while len(_BUNDLES) > MAX_CACHED_BUNDLES:
+                _BUNDLES.popitem(last=False)
+        _BUNDLES.move_to_end(key)
         return _BUNDLES[key]
 
 

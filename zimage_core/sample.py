@@ -67,6 +67,23 @@ class TransformerDenoiser:
         return transformer_velocity(self.transformer, latents, sigma, self.cond.embeds)
 
 
+def check_conditioning(cond: Conditioning, transformer: torch.nn.Module, what: str = "prompt") -> None:
+    """Caption embeddings must match the DiT's caption width and fit the 1504-token RoPE table; say which file is
+    likely wrong instead of failing deep inside the model."""
+    from .encode import MAX_CAPTION_TOKENS
+
+    width = int(transformer.config.cap_feat_dim)
+    for i, e in enumerate(cond.embeds):
+        if e.ndim != 2 or e.shape[-1] != width:
+            raise InputError(
+                f"{what} embedding {i} has shape {tuple(e.shape)}, but this Z-Image transformer expects "
+                f"(tokens, {width}). Were the embeddings made by another text encoder (Z-Image-Turbo needs Qwen3-4B, "
+                "qwen_3_4b.safetensors) or saved from another model?")
+        if not 1 <= e.shape[0] <= MAX_CAPTION_TOKENS:
+            raise InputError(f"{what} embedding {i} has {e.shape[0]} tokens; Z-Image takes 1-{MAX_CAPTION_TOKENS}. "
+                             "Re-encode with a long-prompt mode (truncate / interpolate / pool / attention_pool).")
+
+
 def make_noise(shape: tuple[int, int, int], seeds: list[int]) -> torch.Tensor:
     """(len(seeds), C, H, W) float32 noise, one CPU generator per image so results do not depend on batch position
     or device."""
@@ -124,6 +141,7 @@ def sample(
         raise InputError(f"images_per_prompt must be ≥ 1; got {images_per_prompt}.")
     sigmas = flow_sigmas(steps, shift) if sigmas is None else sigmas.float().cpu()
     steps = len(sigmas) - 1
+    check_conditioning(cond, transformer)
     cond = cond.repeat_each(images_per_prompt)
     batch = len(cond)
     device = next(transformer.parameters()).device
