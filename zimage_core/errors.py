@@ -17,3 +17,13 @@ class ModelFileError(ZImageError):
 
 class Interrupted(RuntimeError):
     """The user asked to stop; raised between steps so the process stays healthy."""
+
+
+class MissingDependencyError(ZImageError, ImportError):
+    """An optional package (mediapipe, OpenCV, peft, ...) is missing or broken; the message names what to install.
+
+    Also an ImportError, so callers that fall back from one backend to another keep working."""
+
+
+class StageFailed(ZImageError, RuntimeError):
+    """A model failed while running (e.g. non-finite output); nothing half-done is returned."""

@@ -107,7 +107,7 @@ def _slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 def _bislerp_axis(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
     n = x.shape[dim]
-    pos = ((torch.arange(size, dtype=torch.float32) + 0.5) * n / size - 0.5).clamp(0, n - 1)
+    pos = ((torch.arange(size, dtype=torch.float32, device=x.device) + 0.5) * n / size - 0.5).clamp(0, n - 1)
     lo = pos.floor().long()
     hi = (lo + 1).clamp(max=n - 1)
     t = (pos - lo.float())

@@ -50,17 +50,19 @@ def as_image_batch(image: torch.Tensor | np.ndarray | Image.Image) -> torch.Tens
             t = torch.from_numpy(image.astype(np.float32) / 65535.0)
         elif image.dtype == np.bool_:
             t = torch.from_numpy(image.astype(np.float32))
-        elif np.issubdtype(image.dtype, np.floating) or np.issubdtype(image.dtype, np.integer):
+        elif np.issubdtype(image.dtype, np.integer):  # other integer arrays: 8-bit values unless they exceed 255
+            arr = image.astype(np.float32)
+            t = torch.from_numpy(arr / (65535.0 if arr.size and arr.max() > 255 else 255.0))
+        elif np.issubdtype(image.dtype, np.floating):
             t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
         else:
             raise InputError(f"Unsupported image dtype {image.dtype}; use uint8, uint16 or float.")
     elif isinstance(image, torch.Tensor):
-        if image.dtype == torch.uint8:
-            t = image.float() / 255.0
-        elif image.dtype in (torch.uint16, torch.int32) and image.max() > 255:
-            t = image.float() / 65535.0
-        else:
+        if image.dtype == torch.bool or image.is_floating_point():
             t = image.float()
+        else:  # integer tensors: 8-bit values unless they exceed 255 (then 16-bit)
+            t = image.float()
+            t = t / (65535.0 if t.numel() and t.max() > 255 else 255.0)
     else:
         raise InputError(f"Expected an image (tensor, numpy array or PIL image), got {type(image).__name__}.")
 

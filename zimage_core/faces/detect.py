@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, MissingDependencyError, ModelFileError, StageFailed
 from ..images import as_image_batch
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class _MediaPipeBackend:
         from mediapipe.tasks.python import BaseOptions, vision
 
         if not BLAZEFACE_MODEL.is_file():
-            raise FileNotFoundError(f"The shipped BlazeFace model is missing: {BLAZEFACE_MODEL}. Reinstall the pack.")
+            raise ModelFileError(f"The shipped BlazeFace model is missing: {BLAZEFACE_MODEL}. Reinstall the pack.")
         options = vision.FaceDetectorOptions(
             base_options=BaseOptions(model_asset_buffer=BLAZEFACE_MODEL.read_bytes()),
             min_detection_confidence=float(min_confidence),
@@ -246,7 +246,7 @@ class _HaarBackend:
         root = Path(getattr(getattr(cv2, "data", None), "haarcascades", "") or "")
         face_xml, eye_xml = root / "haarcascade_frontalface_default.xml", root / "haarcascade_eye.xml"
         if not face_xml.is_file():
-            raise ImportError(f"OpenCV {cv2.__version__} has no Haar cascades (looked in '{root}'). {_INSTALL_HINT}")
+            raise MissingDependencyError(f"OpenCV {cv2.__version__} has no Haar cascades (looked in '{root}'). {_INSTALL_HINT}")
         self._cv2 = cv2
         self._face = cv2.CascadeClassifier(str(face_xml))
         self._eye = cv2.CascadeClassifier(str(eye_xml)) if eye_xml.is_file() else None
@@ -360,7 +360,7 @@ class FaceDetector:
             if reason is None:
                 return "mediapipe"
             if detector == "mediapipe":
-                raise ImportError(f"The MediaPipe face detector cannot run: {reason}. {_INSTALL_HINT}")
+                raise MissingDependencyError(f"The MediaPipe face detector cannot run: {reason}. {_INSTALL_HINT}")
             self._use_haar_instead(reason)
             return "haar"
         self._haar()
@@ -370,7 +370,7 @@ class FaceDetector:
         try:
             self._haar()
         except ImportError as err:
-            raise ImportError(f"No face detector available: {reason}; and OpenCV Haar: {err}. {_INSTALL_HINT}") from err
+            raise MissingDependencyError(f"No face detector available: {reason}; and OpenCV Haar: {err}. {_INSTALL_HINT}") from err
         self.fallback_reason = reason
         log.warning("Face detection falls back to OpenCV Haar: %s.", reason)
 
@@ -379,7 +379,7 @@ class FaceDetector:
         try:
             return _HaarBackend.get()
         except ImportError as err:
-            raise ImportError(f"OpenCV (cv2) is needed for the Haar face detector: {err}. {_INSTALL_HINT}") from err
+            raise MissingDependencyError(f"OpenCV (cv2) is needed for the Haar face detector: {err}. {_INSTALL_HINT}") from err
 
     def __call__(self, images: torch.Tensor) -> list[list[Face]]:
         """Faces per batch item, largest first, in pixel coordinates of each image."""
@@ -395,7 +395,7 @@ class FaceDetector:
                 faces = _mediapipe_faces(backend, arr, self.tiled, self.min_confidence)
             except Exception as err:
                 if self.requested == "mediapipe":
-                    raise RuntimeError(f"MediaPipe face detection failed: {type(err).__name__}: {err}") from err
+                    raise StageFailed(f"MediaPipe face detection failed: {type(err).__name__}: {err}") from err
                 self._use_haar_instead(f"mediapipe failed while detecting ({type(err).__name__}: {err})")
                 self.backend = "haar"
         if faces is None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputError, ModelFileError
+from ..errors import InputError, ModelFileError, StageFailed
 from ..weights import load_state_dict
 from .align import TEMPLATE_SIZE, unalign
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 EXPECTED = "GFPGAN v1.4 (GFPGANv1.4.pth or a .safetensors conversion of it)"
 
 
-class FaceRestoreError(RuntimeError):
+class FaceRestoreError(StageFailed):
     """The face restorer failed while running (out of memory, non-finite output, ...); no image is returned."""
 
 
