@@ -32,7 +32,11 @@ def test_route_keeps_aspect_when_one_side_is_given():
 
 def test_working_size_clamps_and_snaps():
     assert working_size(1024, 1024) == (768, 768)
-    assert working_size(300, 2000) == (512, 768)
-    assert working_size(600, 700) == (608, 704)
+    assert working_size(600, 700) == (608, 704)  # within 2 % of the requested aspect
+    assert working_size(512, 600) == (512, 608)
+    # clamping sides separately would stretch these: the shape is kept, longest side at 768
+    assert working_size(2048, 512) == (768, 192)
+    assert working_size(300, 2000) == (112, 768)
+    assert working_size(200, 300) == (512, 768)  # small requests grow to the working range, shape kept
     with pytest.raises(InputError):
         upscale_route(torch.rand(1, 32, 32, 3), scale=2, out_width=100_000)

@@ -38,10 +38,18 @@ class RouteResult:
 
 def working_size(width: int, height: int, work_min: int = WORK_MIN, work_max: int = WORK_MAX) -> tuple[int, int]:
     """Generation size for the route: each side clamped to work_min-work_max (default 512-768 px) and snapped to a
-    multiple of 16. The bounds are options so servers/tests can trade quality for speed without a second route."""
+    multiple of 16. When clamping the sides separately would change the aspect ratio by more than 2 % (e.g. a
+    2048×512 request), the requested shape is kept instead, longest side at work_max, so the final resize never
+    stretches the image. The bounds are options so servers/tests can trade quality for speed."""
     if not 16 <= work_min <= work_max:
         raise InputError(f"working size bounds must satisfy 16 <= work_min <= work_max; got {work_min}, {work_max}.")
-    return (snap(min(max(width, work_min), work_max)), snap(min(max(height, work_min), work_max)))
+    w, h = (snap(min(max(v, work_min), work_max)) for v in (width, height))
+    aspect = width / height
+    if abs((w / h) / aspect - 1.0) <= 0.02:
+        return w, h
+    fit = work_max / max(width, height) if max(width, height) > work_max else work_min / min(width, height)
+    fit = min(fit, work_max / max(width, height))
+    return snap(width * fit), snap(height * fit)
 
 
 def _empty_timings() -> dict[str, float]:
