@@ -15,7 +15,6 @@ output is byte-identical on every run (no timestamps, ids derived from the workf
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -27,9 +26,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-PACK_NAME = "zimage_turbo_pack"  # the same module name tests/nodes_pack.py uses, so one import serves both
-COMFY_MODULES = ("folder_paths", "server", "latent_preview", "comfy_execution", "comfy_execution.utils",
-                 "comfy.model_management", "comfy.model_patcher", "comfy.utils", "comfy.cli_args")
+sys.path.insert(0, str(REPO / "tests"))
+from nodes_pack import load_pack  # noqa: E402  (the one way to import the pack without ComfyUI; tests use it too)
 
 # The model files users have (DESIGN §3); combo widgets that list files accept any name here.
 FILES = {
@@ -88,30 +86,6 @@ CORE: dict[str, Spec] = {
     "MarkdownNote": _core(widgets=[("text", "")], virtual=True),
 }
 UI_EXTRA_WIDGETS = {"ZImageSampler": 1, "ZImageEncode": 1}  # web/zimage.js: aspect preset / style preset combos
-
-
-def load_pack():
-    """The node pack imported the way ComfyUI does (package from the repo's __init__.py), with ComfyUI's modules made
-    unimportable so the file lists come from $ZIMAGE_MODELS_DIR (unused here: every file combo is set explicitly)."""
-    if PACK_NAME in sys.modules:
-        return sys.modules[PACK_NAME]
-    blocked = {}
-    for name in COMFY_MODULES:
-        blocked[name] = sys.modules.get(name, "absent")
-        sys.modules[name] = None
-    try:
-        spec = importlib.util.spec_from_file_location(PACK_NAME, REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACK_NAME] = module
-        spec.loader.exec_module(module)
-    finally:
-        for name, old in blocked.items():
-            if old == "absent":
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = old
-    return module
 
 
 def _is_widget(spec: tuple) -> bool:
