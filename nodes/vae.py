@@ -42,16 +42,11 @@ class ZImageVAEDecode:
         return (images.cpu(),)
 
 
-class ZImageTiledVAEDecode:
-    """Tiled decode in bounded memory."""
+class ZImageTiledVAEDecode(ZImageVAEDecode):
+    """Tiled decode in bounded memory (same outputs as the plain decode)."""
 
     DESCRIPTION = ("Decodes a LATENT tile by tile with smooth (raised-cosine) blending over the overlaps, so very "
                    "large images decode in bounded GPU memory with no visible seam. Progress is shown per tile.")
-    CATEGORY = CATEGORY
-    FUNCTION = "decode"
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("image",)
-    OUTPUT_TOOLTIPS = ("Decoded images (B, H, W, 3), 0-1.",)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
