@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,19 @@ from safetensors.torch import load_file, save_file
 from zimage_core.errors import InputError, ModelFileError
 from zimage_core.generate import generate
 from zimage_core.models import clear_cache, find_model_files, load_models
+
+
+DIT = "diffusion_models/z_image_turbo_tiny.safetensors"
+TEXT_ENCODER = "text_encoders/qwen_3_4b_tiny.safetensors"
+
+
+def _copy_with_edited(tiny_dirs, tmp_path, relpath: str, edit) -> Path:
+    """A copy of the tiny ComfyUI tree whose file `relpath` has its state dict replaced by edit(state_dict)."""
+    root = tmp_path / "models"
+    shutil.copytree(tiny_dirs["comfy"], root)
+    target = root / relpath
+    save_file(edit(load_file(str(target))), str(target))
+    return root
 
 
 def test_both_layouts_load_identical_weights_and_give_the_same_image(tiny_dirs):
@@ -41,22 +55,16 @@ def test_loading_is_lazy_and_cached(tiny_dirs):
 
 def test_prefixed_original_keys_load(tiny_dirs, tmp_path):
     """ComfyUI checkpoints often carry 'model.diffusion_model.'; the loader strips it."""
-    root = tmp_path / "models"
-    shutil.copytree(tiny_dirs["comfy"], root)
-    f = root / "diffusion_models" / "z_image_turbo_tiny.safetensors"
-    sd = load_file(str(f))
-    save_file({"model.diffusion_model." + k: v for k, v in sd.items()}, str(f))
+    root = _copy_with_edited(tiny_dirs, tmp_path, DIT,
+                             lambda sd: {"model.diffusion_model." + k: v for k, v in sd.items()})
     ref = load_models(tiny_dirs["comfy"], device="cpu").transformer.state_dict()
     got = load_models(root, device="cpu").transformer.state_dict()
     assert all(torch.equal(ref[k], got[k]) for k in ref)
 
 
 def test_fp8_file_is_upcast_and_close(tiny_dirs, tmp_path):
-    root = tmp_path / "models"
-    shutil.copytree(tiny_dirs["comfy"], root)
-    f = root / "diffusion_models" / "z_image_turbo_tiny.safetensors"
-    sd = load_file(str(f))
-    save_file({k: v.to(torch.float8_e4m3fn) if v.ndim == 2 else v for k, v in sd.items()}, str(f))
+    root = _copy_with_edited(tiny_dirs, tmp_path, DIT,
+                             lambda sd: {k: v.to(torch.float8_e4m3fn) if v.ndim == 2 else v for k, v in sd.items()})
     model = load_models(root, device="cpu").transformer
     assert model.dtype == torch.float32
     ref = load_models(tiny_dirs["comfy"], device="cpu").transformer
@@ -86,12 +94,9 @@ def test_wrong_architecture_names_the_file(tiny_dirs, tmp_path):
 
 
 def test_unsupported_formats_are_refused_by_name(tiny_dirs, tmp_path):
-    root = tmp_path / "models"
-    shutil.copytree(tiny_dirs["comfy"], root)
-    dit = root / "diffusion_models" / "z_image_turbo_tiny.safetensors"
-    sd = load_file(str(dit))
-    sd["layers.0.attention.qkv.comfy_quant"] = torch.zeros(4, dtype=torch.uint8)
-    save_file(sd, str(dit))
+    root = _copy_with_edited(tiny_dirs, tmp_path, DIT,
+                             lambda sd: {**sd, "layers.0.attention.qkv.comfy_quant": torch.zeros(4, dtype=torch.uint8)})
+    dit = root / DIT
     with pytest.raises(ModelFileError, match="nvfp4|int8"):
         load_models(root, device="cpu").transformer
     dit.unlink()
@@ -127,23 +132,15 @@ def test_unknown_dtype_is_an_input_error(tiny_dirs):
 
 def test_text_encoder_with_missing_or_extra_weights_is_refused(tiny_dirs, tmp_path):
     """transformers would silently fill missing weights with random values; we refuse the file instead."""
-    root = tmp_path / "models"
-    shutil.copytree(tiny_dirs["comfy"], root)
-    te = root / "text_encoders" / "qwen_3_4b_tiny.safetensors"
-    sd = load_file(str(te))
-    sd.pop("model.layers.1.mlp.down_proj.weight")
-    save_file(sd, str(te))
+    root = _copy_with_edited(tiny_dirs, tmp_path, TEXT_ENCODER,
+                             lambda sd: {k: v for k, v in sd.items() if k != "model.layers.1.mlp.down_proj.weight"})
     with pytest.raises(ModelFileError, match="1 missing keys"):
         load_models(root, device="cpu").text_encoder
 
 
 def test_scaled_fp8_files_are_refused_by_name(tiny_dirs, tmp_path):
-    root = tmp_path / "models"
-    shutil.copytree(tiny_dirs["comfy"], root)
-    te = root / "text_encoders" / "qwen_3_4b_tiny.safetensors"
-    sd = load_file(str(te))
-    sd["model.layers.0.mlp.down_proj.scale_weight"] = torch.ones(1)
-    save_file(sd, str(te))
+    root = _copy_with_edited(tiny_dirs, tmp_path, TEXT_ENCODER,
+                             lambda sd: {**sd, "model.layers.0.mlp.down_proj.scale_weight": torch.ones(1)})
     with pytest.raises(ModelFileError, match="scaled-fp8"):
         load_models(root, device="cpu").text_encoder
 

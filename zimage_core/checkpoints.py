@@ -91,14 +91,19 @@ def _upcast(sd: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.
     return {k: (v.to(dtype) if v.is_floating_point() and v.dtype != dtype else v) for k, v in sd.items()}
 
 
-def _assign_load(model: torch.nn.Module, sd: dict[str, torch.Tensor], path: Path, what: str) -> None:
-    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
-    if missing or unexpected:
+def _check_keys(path: Path, what: str, missing: list, unexpected: list, mismatched: list = ()) -> None:
+    """Refuse a file whose keys do not fit the architecture (never load partially or fill gaps with random weights)."""
+    if missing or unexpected or mismatched:
         raise ModelFileError(
             f"{path.name} does not match the {what} architecture: {len(missing)} missing keys "
-            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]}). "
-            "Is this the right file for this slot?"
+            f"(e.g. {list(missing)[:3]}), {len(unexpected)} unexpected keys (e.g. {list(unexpected)[:3]}), "
+            f"{len(mismatched)} with other shapes. Is this the right file for this slot?"
         )
+
+
+def _assign_load(model: torch.nn.Module, sd: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
+    _check_keys(path, what, missing, unexpected)
 
 
 # --------------------------------------------------------------------------------------------- transformer (DiT)
@@ -193,13 +198,9 @@ def load_text_encoder_file(path: Path, dtype: torch.dtype, device: str | torch.d
     sd = _upcast(sd, dtype)
     model, info = Qwen3Model.from_pretrained(None, config=config, state_dict=sd, torch_dtype=dtype,
                                              output_loading_info=True)
-    missing, unexpected = list(info.get("missing_keys", [])), list(info.get("unexpected_keys", []))
-    mismatched = list(info.get("mismatched_keys", []))
-    if missing or unexpected or mismatched:  # transformers would fill gaps with random weights: refuse instead
-        raise ModelFileError(
-            f"{path.name} does not match the Qwen3 text-encoder architecture: {len(missing)} missing keys (e.g. "
-            f"{missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]}), {len(mismatched)} with other "
-            "shapes. Is this the right file (qwen_3_4b.safetensors)?")
+    # transformers would fill missing weights with random values: refuse the file instead
+    _check_keys(path, "Qwen3 text encoder", list(info.get("missing_keys", [])),
+                list(info.get("unexpected_keys", [])), list(info.get("mismatched_keys", [])))
     return model.to(device).eval()
 
 
