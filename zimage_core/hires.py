@@ -18,10 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from . import vae as vae_ops
 from .encode import MAX_CAPTION_TOKENS, Conditioning
@@ -134,13 +132,10 @@ def upscale_latents(latents: torch.Tensor, width: int, height: int, mode: str = 
 
 
 def upscale_pixels(images: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """(B, H, W, 3) 0-1 → (B, height, width, 3) with PIL LANCZOS."""
-    out = []
-    for img in images:
-        arr = (img.clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
-        big = Image.fromarray(arr).resize((width, height), Image.LANCZOS)
-        out.append(torch.from_numpy(np.asarray(big).astype(np.float32) / 255.0))
-    return torch.stack(out)
+    """(B, H, W, 3) 0-1 → (B, height, width, 3) with PIL-quality LANCZOS (in float, on the images' device)."""
+    from .blocks import lanczos_resize
+
+    return lanczos_resize(images, (height, width)).clamp(0, 1)
 
 
 # --------------------------------------------------------------------------------------------- the route
