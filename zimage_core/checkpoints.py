@@ -9,10 +9,12 @@ diffusers' own converters, and loads onto the meta device with `assign=True` so 
 from __future__ import annotations
 
 import json
+import math
 import re
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -29,8 +31,49 @@ def shipped_config(name: str) -> dict[str, Any]:
     return json.loads(resources.files("zimage_core.configs").joinpath(f"{name}.json").read_text())
 
 
+# bytes per element of the safetensors dtypes whose sizes we check (others are left to the format checks)
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+               "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
+MAX_HEADER_BYTES = 100_000_000
+
+
+def _malformed(path: Path, why: str) -> ModelFileError:
+    return ModelFileError(f"{path.name} is not a valid safetensors file ({why}); download it again or pick another "
+                          "file.")
+
+
+def _validate_header(path: Path, header: object, data_len: int) -> dict[str, tuple[str, list[int]]]:
+    """The header's structure, checked before anything indexes it: an object of tensor entries, each with a dtype
+    string, a shape of non-negative integers and data offsets inside the file that match the shape."""
+    if not isinstance(header, dict):
+        raise _malformed(path, f"the header is a JSON {type(header).__name__}, not an object")
+    out: dict[str, tuple[str, list[int]]] = {}
+    for key, entry in header.items():
+        if key == "__metadata__":
+            if not isinstance(entry, dict):
+                raise _malformed(path, "__metadata__ is not an object")
+            continue
+        if not isinstance(entry, dict):
+            raise _malformed(path, f"entry '{key[:60]}' is not an object")
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if not isinstance(dtype, str):
+            raise _malformed(path, f"tensor '{key[:60]}' has no dtype")
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise _malformed(path, f"tensor '{key[:60]}' has an invalid shape {str(shape)[:40]}")
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
+                or not 0 <= offsets[0] <= offsets[1] <= data_len):
+            raise _malformed(path, f"tensor '{key[:60]}' has data offsets outside the file")
+        size = DTYPE_BYTES.get(dtype)
+        if size is not None and offsets[1] - offsets[0] != math.prod(shape) * size:
+            raise _malformed(path, f"tensor '{key[:60]}' holds {offsets[1] - offsets[0]} bytes, not the "
+                                   f"{math.prod(shape) * size} its shape {shape} needs")
+        out[key] = (dtype, shape)
+    return out
+
+
 def read_header(path: Path) -> dict[str, tuple[str, list[int]]]:
-    """Key -> (dtype string, shape) from a safetensors header, without loading any tensor."""
+    """Key -> (dtype string, shape) from a safetensors header, without loading any tensor; the structure is
+    validated (see `_validate_header`)."""
     if path.suffix.lower() == ".gguf":
         raise ModelFileError(
             f"{path.name} is a GGUF quantised file, which this pack does not load yet. Use the bf16 or fp8 "
@@ -40,15 +83,44 @@ def read_header(path: Path) -> dict[str, tuple[str, list[int]]]:
         sd = load_state_dict(path)
         return {k: (str(v.dtype).replace("torch.", ""), list(v.shape)) for k, v in sd.items()}
     try:
+        file_len = path.stat().st_size
         with open(path, "rb") as fh:
             size = int.from_bytes(fh.read(8), "little")
-            if size <= 0 or size > 100_000_000:
-                raise ValueError("bad header size")
+            if not 2 <= size <= min(MAX_HEADER_BYTES, file_len - 8):
+                raise _malformed(path, f"header length {size} does not fit a {file_len}-byte file")
             header = json.loads(fh.read(size))
-    except Exception as err:
-        raise ModelFileError(f"Could not read {path}: not a valid safetensors file ({err}). Download it again.") from err
-    header.pop("__metadata__", None)
-    return {k: (v["dtype"], v["shape"]) for k, v in header.items()}
+    except ModelFileError:
+        raise
+    except (OSError, ValueError, RecursionError) as err:
+        raise _malformed(path, f"unreadable header: {type(err).__name__}") from None
+    return _validate_header(path, header, file_len - 8 - size)
+
+
+def require_tensor(path: Path, header: dict[str, tuple[str, list[int]]], key: str, rank: int, what: str
+                   ) -> list[int]:
+    """The shape of a tensor that config inference indexes, or a ModelFileError naming the key."""
+    if key not in header:
+        raise ModelFileError(f"{path.name} is not a complete {what}: the tensor '{key}' is missing.")
+    shape = header[key][1]
+    if len(shape) != rank or not all(shape):
+        raise ModelFileError(f"{path.name} is not a valid {what}: '{key}' has shape {shape}, expected "
+                             f"{rank} non-zero dimension(s).")
+    return shape
+
+
+@contextmanager
+def file_structure(path: Path, what: str) -> Iterator[None]:
+    """The one ModelFileError path for a file whose header is valid but whose contents do not form the model: any
+    lookup, conversion or load failure inside becomes one message naming the file (never a traceback)."""
+    try:
+        yield
+    except ModelFileError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError, ZeroDivisionError,
+            AssertionError, OverflowError) as err:
+        detail = (str(err).strip().splitlines() or [""])[0][:160]
+        raise ModelFileError(f"{path.name} does not have the structure of a {what} ({type(err).__name__}: "
+                             f"{detail}). Is this the right file for this slot?") from None
 
 
 def _prefixed_header(path: Path, prefixes: tuple[str, ...], marker: str):
@@ -102,8 +174,10 @@ def _check_keys(path: Path, what: str, missing: list, unexpected: list, mismatch
 
 
 def _assign_load(model: torch.nn.Module, sd: dict[str, torch.Tensor], path: Path, what: str) -> None:
-    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
-    _check_keys(path, what, missing, unexpected)
+    own = model.state_dict()
+    mismatched = [k for k, v in sd.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    _check_keys(path, what, [k for k in own if k not in sd], [k for k in sd if k not in own], mismatched)
+    model.load_state_dict(sd, strict=True, assign=True)
 
 
 # --------------------------------------------------------------------------------------------- transformer (DiT)
@@ -146,13 +220,18 @@ def load_transformer_file(path: Path, dtype: torch.dtype, device: str | torch.de
             "z_image_turbo_bf16.safetensors in models/diffusion_models/ (or point --models at a diffusers folder)."
         )
     _refuse_quantised(path, header, "Z-Image transformer")
-    cfg = transformer_config_from_shapes(header)
-    sd = _load_converted(path, prefix)
-    sd = convert_z_image_transformer_checkpoint_to_diffusers(sd)
-    sd = _upcast(sd, dtype)
-    with torch.device("meta"):
-        model = ZImageTransformer2DModel.from_config(cfg)
-    _assign_load(model, sd, path, "Z-Image transformer")
+    what = "Z-Image transformer"
+    require_tensor(path, header, "x_embedder.weight", 2, what)
+    require_tensor(path, header, "layers.0.attention.q_norm.weight", 1, what)
+    require_tensor(path, header, "cap_embedder.1.weight", 2, what)
+    with file_structure(path, what):
+        cfg = transformer_config_from_shapes(header)
+        sd = _load_converted(path, prefix)
+        sd = convert_z_image_transformer_checkpoint_to_diffusers(sd)
+        sd = _upcast(sd, dtype)
+        with torch.device("meta"):
+            model = ZImageTransformer2DModel.from_config(cfg)
+        _assign_load(model, sd, path, what)
     return model.to(device=device).eval()
 
 
@@ -171,8 +250,6 @@ def _guess_architecture(keys: list[str]) -> str:
 
 def load_text_encoder_file(path: Path, dtype: torch.dtype, device: str | torch.device = "cpu"):
     """Load `text_encoders/qwen_3_4b.safetensors` (transformers key layout, with or without 'model.') as Qwen3Model."""
-    from transformers import Qwen3Config, Qwen3Model
-
     keys, prefix, header = _prefixed_header(path, TEXT_ENCODER_PREFIXES, "layers.0.")
     if "embed_tokens.weight" not in header or "layers.0.self_attn.q_norm.weight" not in header:
         raise ModelFileError(
@@ -180,6 +257,20 @@ def load_text_encoder_file(path: Path, dtype: torch.dtype, device: str | torch.d
             "qwen_3_4b.safetensors in models/text_encoders/."
         )
     _refuse_quantised(path, header, "Qwen3 text encoder")
+    what = "Qwen3 text encoder"
+    require_tensor(path, header, "embed_tokens.weight", 2, what)
+    require_tensor(path, header, "layers.0.self_attn.q_norm.weight", 1, what)
+    for key in ("layers.0.mlp.gate_proj.weight", "layers.0.self_attn.q_proj.weight",
+                "layers.0.self_attn.k_proj.weight"):
+        require_tensor(path, header, key, 2, what)
+    with file_structure(path, what):
+        return _build_text_encoder(path, prefix, header, dtype, device)
+
+
+def _build_text_encoder(path: Path, prefix: str, header: dict[str, tuple[str, list[int]]], dtype: torch.dtype,
+                        device: str | torch.device):
+    from transformers import Qwen3Config, Qwen3Model
+
     cfg = shipped_config("text_encoder")
     vocab, hidden = header["embed_tokens.weight"][1]
     head_dim = header["layers.0.self_attn.q_norm.weight"][1][0]
@@ -196,11 +287,12 @@ def load_text_encoder_file(path: Path, dtype: torch.dtype, device: str | torch.d
     sd = _load_converted(path, prefix)
     sd = {k: v for k, v in sd.items() if not k.startswith("lm_head.")}
     sd = _upcast(sd, dtype)
-    model, info = Qwen3Model.from_pretrained(None, config=config, state_dict=sd, torch_dtype=dtype,
-                                             output_loading_info=True)
-    # transformers would fill missing weights with random values: refuse the file instead
-    _check_keys(path, "Qwen3 text encoder", list(info.get("missing_keys", [])),
-                list(info.get("unexpected_keys", [])), list(info.get("mismatched_keys", [])))
+    # transformers would fill missing or mis-shaped weights with random values: compare with the architecture first
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in Qwen3Model(config).state_dict().items()}
+    _check_keys(path, "Qwen3 text encoder", [k for k in expected if k not in sd], [k for k in sd if k not in expected],
+                [k for k, v in sd.items() if k in expected and tuple(v.shape) != expected[k]])
+    model = Qwen3Model.from_pretrained(None, config=config, state_dict=sd, torch_dtype=dtype)
     return model.to(device).eval()
 
 
@@ -231,16 +323,20 @@ def load_vae_file(path: Path, dtype: torch.dtype, device: str | torch.device = "
             f"{path.name} is not an autoencoder in the original layout{_guess_architecture(keys)}. Z-Image uses the "
             "Flux AE: put ae.safetensors in models/vae/."
         )
-    cfg = vae_config_from_shapes(header)
-    if cfg["latent_channels"] != 16:
-        raise ModelFileError(
-            f"{path.name} has {cfg['latent_channels']} latent channels; Z-Image needs the 16-channel Flux AE "
-            "(ae.safetensors), not an SD/SDXL VAE."
-        )
-    sd = _load_converted(path, prefix)
-    sd = convert_ldm_vae_checkpoint(sd, cfg)
-    sd = _upcast(sd, dtype)
-    with torch.device("meta"):
-        model = AutoencoderKL.from_config(cfg)
-    _assign_load(model, sd, path, "Flux AE")
+    what = "Flux AE"
+    require_tensor(path, header, "encoder.conv_out.weight", 4, what)
+    require_tensor(path, header, "encoder.down.0.block.0.conv1.weight", 4, what)
+    with file_structure(path, what):
+        cfg = vae_config_from_shapes(header)
+        if cfg["latent_channels"] != 16:
+            raise ModelFileError(
+                f"{path.name} has {cfg['latent_channels']} latent channels; Z-Image needs the 16-channel Flux AE "
+                "(ae.safetensors), not an SD/SDXL VAE."
+            )
+        sd = _load_converted(path, prefix)
+        sd = convert_ldm_vae_checkpoint(sd, cfg)
+        sd = _upcast(sd, dtype)
+        with torch.device("meta"):
+            model = AutoencoderKL.from_config(cfg)
+        _assign_load(model, sd, path, what)
     return model.to(device=device).eval()

@@ -150,9 +150,12 @@ def match_modules(transformer: torch.nn.Module, sd: dict[str, torch.Tensor]
 def read_lora(path: str | os.PathLike, transformer: torch.nn.Module
               ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]]:
     """Read and check one LoRA file against this transformer: ({module: (A, B)}, ignored keys)."""
+    from .checkpoints import file_structure
+
     path = Path(path)
     raw = load_state_dict(path)
-    pairs, ignored, bad = match_modules(transformer, convert_lora(raw, path.name))
+    with file_structure(path, "Z-Image LoRA"):
+        pairs, ignored, bad = match_modules(transformer, convert_lora(raw, path.name))
     if bad:
         raise ModelFileError(f"{path.name} does not fit this Z-Image transformer (shape mismatch in {len(bad)} "
                              f"module(s), e.g. {bad[0]}); it was trained for a model of another size.")

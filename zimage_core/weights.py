@@ -6,6 +6,7 @@ that tries to run code is refused. Every failure names the file and says what to
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 import torch
 
 from .errors import ModelFileError
+
+log = logging.getLogger(__name__)
 
 SAFE_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".pth", ".ckpt", ".pt", ".bin")
@@ -40,16 +43,14 @@ def load_state_dict(path: str | os.PathLike, device: str | torch.device = "cpu")
             return _unwrap_state_dict(obj, path)
     except ModelFileError:
         raise
-    except pickle.UnpicklingError as err:
-        raise ModelFileError(
-            f"{path.name} was refused: it is a pickle that needs more than plain tensors to load "
-            f"(it may try to run code). Use a .safetensors version of this model. Detail: {err}"
-        ) from err
+    except pickle.UnpicklingError as err:  # torch's own message advises turning the protection off: not shown
+        log.debug("weights_only refused %s: %s", path, err)
+        raise ModelFileError(f"{path.name} was refused: it is a pickle that needs more than plain tensors to load "
+                             "(it could run code); use a .safetensors version of this model.") from None
     except Exception as err:  # corrupt/truncated files surface as many different exception types
-        raise ModelFileError(
-            f"Could not read {path}: the file looks corrupt or truncated ({type(err).__name__}: {err}). "
-            "Download it again or pick another file."
-        ) from err
+        detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise ModelFileError(f"Could not read {path.name}: the file looks corrupt or truncated ({type(err).__name__}"
+                             f"{': ' + detail if detail else ''}). Download it again or pick another file.") from None
     raise ModelFileError(
         f"{path.name}: unsupported weight file type '{suffix}'. Use .safetensors (preferred) or .pth/.ckpt."
     )
@@ -83,15 +84,24 @@ def resolve_inside(name: str, roots: list[str | os.PathLike]) -> Path:
     """
     if not name or "\x00" in name:
         raise ModelFileError("Empty or invalid model file name.")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ModelFileError("The model file name is not valid text (it holds a lone surrogate).") from None
     if os.path.isabs(name) or Path(name).drive:
         raise ModelFileError(f"'{name}': absolute paths are not allowed; give a file name inside the model folders.")
     searched = []
     for root in roots:
         root_path = Path(root).resolve()
-        candidate = (root_path / name).resolve()
         searched.append(str(root_path))
-        if not candidate.is_relative_to(root_path):
+        try:
+            candidate = (root_path / name).resolve()
+            inside = candidate.is_relative_to(root_path)
+            found = inside and candidate.exists()
+        except (OSError, ValueError, RuntimeError) as err:  # a name too long for the file system, a symlink loop
+            raise ModelFileError(f"'{name[:80]}' is not a usable file name ({err.__class__.__name__}).") from None
+        if not inside:
             raise ModelFileError(f"'{name}' points outside the model folder {root_path}; refused.")
-        if candidate.exists():
+        if found:
             return candidate
     raise ModelFileError(f"Model file '{name}' not found. Searched: {', '.join(searched) or '(no folders)'}.")

@@ -136,11 +136,12 @@ def load_spandrel(path: str | os.PathLike):
             f"{path.name}: not a model architecture spandrel recognises ({err}). Use an upscale model such as "
             "RealESRGAN_x4plus, 4x-UltraSharp or another ESRGAN-family file."
         ) from err
-    except Exception as err:  # recognised keys but inconsistent shapes: a damaged or edited file
+    except Exception as err:  # noqa: BLE001 - recognised keys but inconsistent shapes: a damaged or edited file
+        detail = (str(err).strip().splitlines() or [""])[0][:200]
         raise ModelFileError(
-            f"{path.name}: looks like an upscale model but could not be built ({type(err).__name__}: {err}). "
+            f"{path.name}: looks like an upscale model but could not be built ({type(err).__name__}: {detail}). "
             "The file may be damaged; download it again."
-        ) from err
+        ) from None
 
 
 # -------------------------------------------------------------------------------------------------------- SD x4

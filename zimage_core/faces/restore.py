@@ -44,8 +44,8 @@ def load_gfpgan(path: str | os.PathLike, device: str | torch.device = "cpu"):
             f"{path.name} is not a face-restoration model this pack can load (spandrel recognises no architecture "
             f"in it). Expected {EXPECTED}."
         ) from err
-    except (RuntimeError, KeyError, ValueError) as err:  # right keys, wrong shapes (another GFPGAN version)
-        detail = str(err).splitlines()[0][:300]
+    except Exception as err:  # noqa: BLE001 - right keys, wrong shapes (another GFPGAN version) or a damaged file
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         raise ModelFileError(
             f"{path.name} looks like GFPGAN but its weights do not fit GFPGAN v1.4 ({detail}). Expected {EXPECTED}; "
             "v1.2/v1.3 files with the same layout also work."
