@@ -65,6 +65,11 @@ def _add_serve(sub) -> None:
     p.add_argument("--max-body", type=int, default=1 << 20, help="request body size cap in bytes (413 beyond)")
     p.add_argument("--preload", action="store_true", help="load every model part at start-up")
     p.add_argument("--device", default=None)
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder (else <models>/tokenizer, $ZIMAGE_TOKENIZER)")
+    p.add_argument("--allow-host", action="append", default=None,
+                   help="extra Host name the API answers (repeatable; loopback names are always allowed on loopback)")
+    p.add_argument("--max-connections", type=int, default=None,
+                   help="open connections at most (default: half the file-descriptor limit, at most 256)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,14 +85,33 @@ def _out_paths(out: str, n: int) -> list[Path]:
     path = Path(out)
     if n == 1:
         return [path]
-    return [path.with_name(f"{path.stem}_{i:02d}{path.suffix or '.png'}") for i in range(n)]
+    return [path.with_name(f"{path.stem}_{i:02d}{path.suffix}") for i in range(n)]
+
+
+def _check_common(args) -> None:
+    """Checks that need no model, run before any weight loads."""
+    from .checks import check_device, check_number, check_text
+    from .images import check_output_path
+
+    if getattr(args, "out", None) is not None:
+        check_output_path(args.out)
+    check_device(getattr(args, "device", None), "--device")
+    for prompt in getattr(args, "prompt", None) or ():
+        check_text(prompt, "--prompt")
+    if getattr(args, "negative", None):
+        check_text(args.negative, "--negative")
+    if getattr(args, "shift", None) is not None:
+        check_number("--shift", args.shift, lo=0.1, hi=20.0)
 
 
 def cmd_generate(args) -> dict:
     from .generate import generate
     from .images import save_image_atomic, to_pil
     from .models import load_models
+    from .sizes import check_size
 
+    _check_common(args)
+    check_size(args.width, args.height)
     bundle = load_models(args.models, tokenizer=args.tokenizer, device=args.device, dtype=args.dtype)
     t0 = time.perf_counter()
     make_denoiser = None
@@ -117,6 +141,7 @@ def cmd_upscale(args) -> dict:
     from .images import load_image, save_image_atomic, to_pil
     from .pipeline import upscale_route
 
+    _check_common(args)
     image = load_image(args.image)
     result = upscale_route(image, scale=args.scale, heavy=args.heavy, heavy_ratio=args.heavy_ratio, block=args.block,
                            overlap=args.overlap, face_model=args.face_model, out_width=args.width,
@@ -138,10 +163,13 @@ def cmd_make_tiny(args) -> dict:
 
 
 def cmd_serve(args) -> dict:
-    from .api import serve
+    from .checks import check_device
+    from .service.app import serve
 
+    check_device(args.device, "--device")
     serve(args.models, host=args.host, port=args.port, queue_size=args.queue, device=args.device,
-          timeout_s=args.timeout or None, max_body=args.max_body, preload=args.preload)
+          timeout_s=args.timeout or None, max_body=args.max_body, preload=args.preload, tokenizer=args.tokenizer,
+          allow_hosts=args.allow_host, max_connections=args.max_connections)
     return {"stopped": True}
 
 

@@ -15,6 +15,10 @@ class ModelFileError(ZImageError):
     """A model file or folder is missing, unreadable, of an unsupported format, or of another architecture."""
 
 
+class OutputError(ZImageError):
+    """A result cannot be written where it was asked for (a folder, a read-only or full disk, an unknown format)."""
+
+
 class Interrupted(RuntimeError):
     """The user asked to stop; raised between steps so the process stays healthy."""
 

@@ -8,18 +8,47 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from .errors import InputError
+from .errors import InputError, OutputError
 
 log = logging.getLogger(__name__)
 
 ImageLike = "torch.Tensor | np.ndarray | Image.Image"
+
+# Pixel budget for images read from files and for results: a 48 KB PNG can declare 20000² pixels (a decompression
+# bomb) and a ×4 upscale of a 4096² image needs > 16 GB. 8192² (67 MP) fits a 2048² image upscaled ×4.
+DEFAULT_MAX_PIXELS = 8192 * 8192
+MAX_PIXELS_ENV = "ZIMAGE_MAX_PIXELS"
+# Formats are chosen by content, never by file name, and only real raster formats are tried: Pillow would otherwise
+# hand EPS content named .png to Ghostscript.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def max_pixels() -> int:
+    """The pixel budget: $ZIMAGE_MAX_PIXELS when set (a positive integer), else DEFAULT_MAX_PIXELS."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    if not raw.isdigit() or int(raw) < 1:
+        raise InputError(f"${MAX_PIXELS_ENV}={raw!r} is not a positive whole number of pixels.")
+    return int(raw)
+
+
+def check_pixels(width: int, height: int, what: str, budget: int | None = None) -> None:
+    """Refuse an image of width×height pixels above the budget, saying how to get under it."""
+    budget = max_pixels() if budget is None else budget
+    if width * height > budget:
+        raise InputError(f"{what} would be {width}×{height} = {width * height / 1e6:.1f} MP, over the "
+                         f"{budget / 1e6:.1f} MP pixel budget; use a smaller size or scale, or raise the budget with "
+                         f"${MAX_PIXELS_ENV}.")
 
 
 def _pil_to_array(image: Image.Image) -> np.ndarray:
@@ -83,10 +112,13 @@ def as_image_batch(image: torch.Tensor | np.ndarray | Image.Image) -> torch.Tens
         t = t[..., :3] * t[..., 3:4]
     elif c != 3:
         raise InputError(f"Image must have 1, 2, 3 or 4 channels in the last dimension; got {c}.")
-    if not torch.isfinite(t).all():
+    # reductions first, so an image that is already clean (ComfyUI's IMAGE) passes through without a copy
+    if not (torch.isfinite(t.sum()) or torch.isfinite(t).all()):
         log.warning("Image contains NaN or infinite pixels; NaN set to 0 and infinities clamped to 0-1.")
         t = torch.nan_to_num(t, nan=0.0, posinf=1.0, neginf=0.0)
-    return t.clamp(0.0, 1.0).contiguous()
+    if t.numel() and (t.min() < 0.0 or t.max() > 1.0):
+        t = t.clamp(0.0, 1.0)
+    return t.contiguous()
 
 
 def to_pil(image: torch.Tensor, index: int = 0) -> Image.Image:
@@ -95,33 +127,78 @@ def to_pil(image: torch.Tensor, index: int = 0) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
-def load_image(path: str | os.PathLike) -> torch.Tensor:
-    """Read an image file into a (1, H, W, 3) batch, with a clear error for missing or corrupt files."""
+def load_image(path: str | os.PathLike, budget: int | None = None) -> torch.Tensor:
+    """Read an image file into a (1, H, W, 3) batch. The size is checked against the pixel budget from the header,
+    before any pixel is decoded; formats are recognised by content (IMAGE_FORMATS only)."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"Image file not found: {path}")
+        raise InputError(f"Image file not found: {path}" if not path.is_dir() else f"{path} is a folder, not an image.")
     try:
-        with Image.open(path) as im:
+        with Image.open(path, formats=IMAGE_FORMATS) as im:
+            check_pixels(im.width, im.height, f"image {path.name}", budget)
             im.load()
             return as_image_batch(im)
-    except (OSError, SyntaxError) as err:
-        raise InputError(f"Could not read image {path}: {err}. Is it a valid PNG/JPEG/WebP file?") from err
+    except Image.DecompressionBombError as err:  # Pillow refuses it while reading the header, before our check
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{int(found[1]) / 1e6:.0f} MP" if found else "more pixels than Pillow opens"
+        raise InputError(f"image {path.name} declares {size} (a decompression bomb), over the "
+                         f"{(max_pixels() if budget is None else budget) / 1e6:.1f} MP pixel budget.") from None
+    except UnidentifiedImageError:
+        raise InputError(f"Could not read image {path.name}: its content is not {', '.join(IMAGE_FORMATS)} (the "
+                         "format is recognised by content, not by the file name).") from None
+    except (OSError, SyntaxError, ValueError) as err:  # ValueError: e.g. a PNG text chunk that inflates too far
+        detail = str(err).replace(str(path), path.name).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"Could not read image {path.name}: {detail}. Use a PNG, JPEG, WebP, BMP, TIFF or GIF "
+                         "file.") from None
+
+
+def output_format(path: str | os.PathLike) -> str:
+    """The image format an output path asks for, from its extension; an error naming the supported ones."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise OutputError(f"cannot write '{Path(path).name}': the extension {suffix or '(none)'} is not an image "
+                          f"format this pack writes; use {', '.join(OUTPUT_FORMATS)}.")
+    return OUTPUT_FORMATS[suffix]
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Check before any work that an image can be written at `path`: a file name with a supported extension, not a
+    folder, in a folder that exists (or can be made) and is writable. Returns the path."""
+    if not str(path).strip():
+        raise OutputError("the output path is empty; give a file name such as out/image.png.")
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"the output path {path} is a folder; give a file name inside it, e.g. {path / 'image.png'}.")
+    output_format(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputError(f"cannot write to {path.parent}: {err.strerror or err}.") from None
+    return path
 
 
 def save_image_atomic(image: Image.Image, path: str | os.PathLike, **save_kwargs) -> Path:
-    """Write an image via a temp file + rename, so a crash never leaves half an image behind."""
+    """Write an image via a temp file + rename, so a crash never leaves half an image behind. A failed write (full
+    disk, read-only folder) is an OutputError and leaves any earlier file at `path` untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = save_kwargs.pop("format", None) or Image.registered_extensions().get(path.suffix.lower(), "PNG")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs should be as readable as any other file
+    fmt = save_kwargs.pop("format", None) or output_format(path)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs should be as readable as any other file
         with os.fdopen(fd, "wb") as fh:
             image.save(fh, format=fmt, **save_kwargs)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        tmp = None
+    except OSError as err:
+        raise OutputError(f"could not write {path}: {err.strerror or err}.") from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
     return path

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .errors import InputError
@@ -19,8 +21,8 @@ def flow_sigmas(steps: int, shift: float = DEFAULT_SHIFT) -> torch.Tensor:
     """
     if not isinstance(steps, int) or steps < 1:
         raise InputError(f"steps must be an integer ≥ 1 (the number of model evaluations); got {steps!r}.")
-    if shift <= 0:
-        raise InputError(f"shift must be > 0; got {shift}.")
+    if not math.isfinite(shift) or shift <= 0:
+        raise InputError(f"shift must be a finite number > 0 (3.0 for Turbo); got {shift}.")
     s = torch.linspace(1.0, 1.0 / steps, steps, dtype=torch.float32)
     sigmas = shift * s / (1 + (shift - 1) * s)
     return torch.cat([sigmas, sigmas.new_zeros(1)])
