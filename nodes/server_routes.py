@@ -1,7 +1,7 @@
 """`POST /zimage/generate` on ComfyUI's own server: the DESIGN §1 HTTP contract, run as a graph of our nodes through
 ComfyUI's queue (so it shares the GPU, the model cache and the memory manager with everything else ComfyUI runs).
 
-Flow: validate the body with zimage_core.api.parse_request (same rules and errors as the headless server) → build
+Flow: validate the body with zimage_core.service.parse_request (same rules and errors as the headless server) → build
 the full-pipeline API graph (`build_prompt`) → POST it to ComfyUI's own /prompt over loopback (the exact code path
 a client's POST /prompt takes: validation, on_prompt handlers, queue) → poll the prompt's history → read the
 PreviewImage output → answer `{"image": base64 JPEG, "width", "height", "seed", "timing_report", ...}`. The timing
@@ -18,8 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from zimage_core.api import Limits, RequestError, parse_request
-from zimage_core.pipeline import TIMING_STAGES, encode_jpeg_base64, working_size
+from zimage_core.pipeline import TIMING_STAGES, encode_jpeg_base64, plan_route
+from zimage_core.service.request import Limits, RequestError, parse_request
 
 from . import host
 
@@ -79,10 +79,12 @@ def build_prompt(prompts: list[str], *, width: int, height: int, steps: int, see
                  negative_prompt: str | None = None) -> tuple[dict, list[str]]:
     """The full-pipeline API graph (one branch per prompt, prompt i at seed + i) and the ids of its output nodes.
 
-    Per branch: Qwen3 Encode → Z-Image Sampler (working size 512-768) → VAE Decode → Saliency + Slicer →
+    Per branch: Qwen3 Encode → Z-Image Sampler (at the route's working size) → VAE Decode → Saliency + Slicer →
     Classifier → Block Upscaler (×4) → Feather Stitch → [Face Restore] → Resize to width×height → PreviewImage.
+    A request that fits the working size is sampled at its own size and skips the block nodes and the resize.
     """
-    work_w, work_h = working_size(width, height)
+    plan = plan_route(width, height, scale=ROUTE_SCALE)
+    work_w, work_h = plan.work_width, plan.work_height
     g: dict[str, dict] = {
         "loader": {"class_type": "ZImageLoader", "inputs": {
             "diffusion_model": diffusion_model, "text_encoder": text_encoder, "vae": vae, "weight_dtype": "auto"}},
@@ -107,24 +109,34 @@ def build_prompt(prompts: list[str], *, width: int, height: int, steps: int, see
         g[p + "sample"] = {"class_type": "ZImageSampler", "inputs": sampler_inputs}
         g[p + "decode"] = {"class_type": "ZImageVAEDecode", "inputs": {"vae": ["loader", 2],
                                                                         "samples": [p + "sample", 0]}}
-        g[p + "saliency"] = {"class_type": "ZImageSaliencyMap", "inputs": {"image": [p + "decode", 0]}}
-        g[p + "slice"] = {"class_type": "ZImageBlockSlicer", "inputs": {"image": [p + "decode", 0],
-                                                                         "block_size": 128, "overlap": 32}}
-        g[p + "classify"] = {"class_type": "ZImageBlockClassifier", "inputs": {
-            "blocks": [p + "slice", 0], "saliency": [p + "saliency", 0], "heavy_ratio": -1.0}}
-        g[p + "upscale"] = {"class_type": "ZImageBlockUpscaler", "inputs": {
-            "blocks": [p + "classify", 0], "heavy_model": heavy, "scale": ROUTE_SCALE, "batch_size": 8}}
-        g[p + "stitch"] = {"class_type": "ZImageFeatherStitch", "inputs": {"blocks": [p + "upscale", 0]}}
-        last = [p + "stitch", 0]
+        last = [p + "decode", 0]
+        if plan.upscale:
+            last = _block_route(g, p, last, heavy)
         if face_model is not None:
             g[p + "faces"] = {"class_type": "ZImageFaceRestore", "inputs": {
                 "image": last, "face_model": ["face_model", 0], "fidelity": 1.0, "detector": "auto",
                 "min_confidence": 0.5, "max_faces": 0}}
             last = [p + "faces", 0]
-        g[p + "resize"] = {"class_type": "ZImageResize", "inputs": {"image": last, "width": width, "height": height}}
-        g[p + "out"] = {"class_type": "PreviewImage", "inputs": {"images": [p + "resize", 0]}}
+        if plan.upscale:
+            g[p + "resize"] = {"class_type": "ZImageResize", "inputs": {"image": last, "width": width,
+                                                                         "height": height}}
+            last = [p + "resize", 0]
+        g[p + "out"] = {"class_type": "PreviewImage", "inputs": {"images": last}}
         outputs.append(p + "out")
     return g, outputs
+
+
+def _block_route(g: dict[str, dict], p: str, image: list, heavy: str) -> list:
+    """Saliency + slicer → classifier → block upscaler (×4) → feather stitch; returns the stitched image link."""
+    g[p + "saliency"] = {"class_type": "ZImageSaliencyMap", "inputs": {"image": image}}
+    g[p + "slice"] = {"class_type": "ZImageBlockSlicer", "inputs": {"image": image,
+                                                                     "block_size": 128, "overlap": 32}}
+    g[p + "classify"] = {"class_type": "ZImageBlockClassifier", "inputs": {
+        "blocks": [p + "slice", 0], "saliency": [p + "saliency", 0], "heavy_ratio": -1.0}}
+    g[p + "upscale"] = {"class_type": "ZImageBlockUpscaler", "inputs": {
+        "blocks": [p + "classify", 0], "heavy_model": heavy, "scale": ROUTE_SCALE, "batch_size": 8}}
+    g[p + "stitch"] = {"class_type": "ZImageFeatherStitch", "inputs": {"blocks": [p + "upscale", 0]}}
+    return [p + "stitch", 0]
 
 
 def _json(status: int, body: dict):

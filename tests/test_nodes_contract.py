@@ -122,7 +122,7 @@ def test_route_graph_is_valid_for_our_nodes(pack):
     """The /zimage/generate graph only uses our nodes (+ PreviewImage) with existing inputs and valid links."""
     from zimage_turbo_pack.nodes import server_routes
 
-    graph, outputs = server_routes.build_prompt(["a cat", "a dog"], width=1000, height=1504, steps=9, seed=5,
+    graph, outputs = server_routes.build_prompt(["a cat", "a dog"], width=1008, height=1504, steps=9, seed=5,
                                                 diffusion_model="d.safetensors", text_encoder="t.safetensors",
                                                 vae="v.safetensors", heavy="none (LANCZOS only)",
                                                 face_model="GFPGANv1.4.pth", negative_prompt="blurry")
@@ -143,8 +143,17 @@ def test_route_graph_is_valid_for_our_nodes(pack):
                 src_cls = m[graph[src]["class_type"]]
                 assert src_cls.RETURN_TYPES[idx] == declared[key][0], f"link type mismatch into {node_id}.{key}"
     assert graph["p1_sample"]["inputs"]["seed"] == 6
-    assert graph["p0_sample"]["inputs"]["width"] % 16 == 0 and 512 <= graph["p0_sample"]["inputs"]["width"] <= 768
-    assert graph["p0_resize"]["inputs"]["width"] == 1000 and graph["p0_resize"]["inputs"]["height"] == 1504
+    from zimage_core.pipeline import plan_route
+
+    plan = plan_route(1008, 1504)
+    sample = graph["p0_sample"]["inputs"]
+    assert (sample["width"], sample["height"]) == (plan.work_width, plan.work_height) == (512, 768)
+    assert graph["p0_resize"]["inputs"]["width"] == 1008 and graph["p0_resize"]["inputs"]["height"] == 1504
+    small, _ = server_routes.build_prompt(["a cat"], width=256, height=128, steps=9, seed=5,
+                                          diffusion_model="d.safetensors", text_encoder="t.safetensors",
+                                          vae="v.safetensors", heavy="none (LANCZOS only)", face_model=None)
+    assert (small["p0_sample"]["inputs"]["width"], small["p0_sample"]["inputs"]["height"]) == (256, 128)
+    assert not any(n["class_type"] in ("ZImageBlockUpscaler", "ZImageResize") for n in small.values())
 
 
 def _touch(path):

@@ -9,7 +9,7 @@ import torch
 
 from zimage_core.errors import InputError
 from zimage_core.images import load_image
-from zimage_core.pipeline import TIMING_STAGES, upscale_route, working_size
+from zimage_core.pipeline import TIMING_STAGES, plan_route, upscale_route, working_size
 
 PHOTO = Path(__file__).resolve().parents[1] / "examples" / "astronaut.png"
 
@@ -30,13 +30,21 @@ def test_route_keeps_aspect_when_one_side_is_given():
     assert result.image.shape == (1, 240, 360, 3)
 
 
-def test_working_size_clamps_and_snaps():
+def test_route_plan_generates_small_requests_as_asked_and_keeps_the_shape_of_large_ones():
+    # both sides within the working size: generated as asked, no upscale-then-shrink round trip
+    for w, h in ((128, 128), (608, 704), (768, 512), (64, 768)):
+        plan = plan_route(w, h)
+        assert (plan.work_width, plan.work_height, plan.upscale) == (w, h, False)
+    # larger: the requested shape, longest side at 768, multiples of 16
     assert working_size(1024, 1024) == (768, 768)
-    assert working_size(600, 700) == (608, 704)  # within 2 % of the requested aspect
-    assert working_size(512, 600) == (512, 608)
-    # clamping sides separately would stretch these: the shape is kept, longest side at 768
     assert working_size(2048, 512) == (768, 192)
-    assert working_size(300, 2000) == (112, 768)
-    assert working_size(200, 300) == (512, 768)  # small requests grow to the working range, shape kept
+    assert working_size(2048, 1152) == (768, 432)
+    assert working_size(1024, 768) == (768, 576)
+    assert plan_route(1024, 1024).upscale
+    # a shape too long for 768 keeps a 64 px short side (the sampler's minimum), never below, never past the request
+    assert working_size(1536, 112) == (880, 64)
+    assert working_size(2048, 64) == (2048, 64) and not plan_route(2048, 64).upscale
+    with pytest.raises(InputError, match="width=8192: the aspect ratio 8192:64"):
+        plan_route(8192, 64)
     with pytest.raises(InputError):
         upscale_route(torch.rand(1, 32, 32, 3), scale=2, out_width=100_000)

@@ -14,14 +14,22 @@ def snap(value: float, multiple: int = SIZE_MULTIPLE) -> int:
     return max(multiple, int(round(value / multiple)) * multiple)
 
 
+def check_side(name: str, value: object, *, min_size: int = MIN_SIZE, max_size: int = MAX_SIZE) -> int:
+    """One side of a size: an int in min_size..max_size and a multiple of 16. The error names the side and the value
+    the caller gave, and the nearest valid sizes."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InputError(f"{name} must be an integer number of pixels, got {value!r}.")
+    if not min_size <= value <= max_size:
+        raise InputError(f"{name}={value} is out of range; use {min_size}..{max_size} pixels.")
+    if value % SIZE_MULTIPLE:
+        lo, hi = (value // SIZE_MULTIPLE) * SIZE_MULTIPLE, (value // SIZE_MULTIPLE + 1) * SIZE_MULTIPLE
+        near = " and ".join(str(v) for v in (lo, hi) if min_size <= v <= max_size) or str(min_size)
+        raise InputError(f"{name}={value} is not a multiple of {SIZE_MULTIPLE}; the nearest valid sizes are {near}.")
+    return value
+
+
 def check_size(width: int, height: int, *, min_size: int = MIN_SIZE, max_size: int = MAX_SIZE) -> None:
-    """Raise InputError naming the nearest valid sizes when width/height cannot be generated."""
-    for name, v in (("width", width), ("height", height)):
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise InputError(f"{name} must be an integer number of pixels, got {v!r}.")
-        if not min_size <= v <= max_size:
-            raise InputError(f"{name}={v} is out of range; use {min_size}..{max_size} pixels.")
-        if v % SIZE_MULTIPLE:
-            lo, hi = (v // SIZE_MULTIPLE) * SIZE_MULTIPLE, (v // SIZE_MULTIPLE + 1) * SIZE_MULTIPLE
-            raise InputError(f"{name}={v} is not a multiple of {SIZE_MULTIPLE}; the nearest valid sizes are {lo} and "
-                             f"{hi}.")
+    """Raise InputError naming the side, its value and the nearest valid sizes when width/height cannot be
+    generated."""
+    check_side("width", width, min_size=min_size, max_size=max_size)
+    check_side("height", height, min_size=min_size, max_size=max_size)
