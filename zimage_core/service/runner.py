@@ -1,0 +1,143 @@
+"""Runs one validated generate request on the models: the bridge between the job queue and the pipeline.
+
+Lives in the worker thread: it owns the model bundle, loads the heavy upscaler and face model a request names
+(keeping the last two loaded: reloading per request would dominate its time), builds the NAG denoiser for a
+negative prompt, calls the route and encodes the answer.
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import Interrupted, ModelFileError, ZImageError
+from ..pipeline import RouteResult, encode_jpeg_base64, generate_route
+from ..weights import resolve_inside
+from .request import GenerateRequest, RequestError
+
+LOADED_PARTS = ("transformer", "text_encoder", "vae", "tokenizer")
+ROUTE_OPTION_KEYS = ("scale", "work_max", "heavy_ratio", "heavy_options", "face_fidelity")
+NAG_SETTINGS = {"nag_scale": 3.0, "nag_tau": 2.5, "nag_alpha": 0.25}  # NAG's "sensible on" values
+
+BundleProvider = Callable[[], Any]
+RouteFn = Callable[..., RouteResult]
+
+
+class GenerationRunner:
+    """Turns a GenerateRequest into the answer payload (worker thread only, except `resolve`)."""
+
+    def __init__(self, provider: BundleProvider, *, route: RouteFn = generate_route,
+                 route_options: dict[str, Any] | None = None, heavy_dirs: list[Path] = (),
+                 face_dirs: list[Path] = (), bundle: Any = None):
+        options = dict(route_options or {})
+        bad = sorted(set(options) - set(ROUTE_OPTION_KEYS))
+        if bad:
+            raise ValueError(f"unknown route_options {bad}; allowed: {', '.join(ROUTE_OPTION_KEYS)}.")
+        self.provider, self.route, self.route_options = provider, route, options
+        self.heavy_dirs, self.face_dirs = list(heavy_dirs), list(face_dirs)
+        self.bundle = bundle
+        self._cache: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
+
+    @property
+    def work_max(self) -> int:
+        from ..pipeline import WORK_MAX
+
+        return int(self.route_options.get("work_max", WORK_MAX))
+
+    def resolve(self, req: GenerateRequest) -> dict[str, Path | None]:
+        """The model files a request names, resolved inside the allowed folders (on the event loop: no loading)."""
+        return {"heavy": _resolve(req.heavy, self.heavy_dirs, "heavy"),
+                "face_model": _resolve(req.face_model, self.face_dirs, "face_model")}
+
+    def preload(self) -> None:
+        bundle = self.provider()
+        self.bundle = bundle
+        for name in LOADED_PARTS:
+            getattr(bundle, name, None)
+
+    def loaded(self) -> dict[str, bool]:
+        bundle = self.bundle
+        if bundle is None or not hasattr(bundle, "is_loaded"):
+            return {}
+        return {name: bool(bundle.is_loaded(name)) for name in LOADED_PARTS}
+
+    def _cached(self, key: tuple, load: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = load()
+            while len(self._cache) > 2:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(key)
+        return self._cache[key]
+
+    def _load_extras(self, req: GenerateRequest, files: dict[str, Path | None], device: Any) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        heavy_options = self.route_options.get("heavy_options") or {}
+        if files["heavy"] is not None:
+            from ..blocks.upscale import load_heavy_upscaler
+
+            path = files["heavy"]
+            try:
+                kwargs["heavy"] = self._cached(("heavy", str(path), path.stat().st_mtime_ns),
+                                               lambda: load_heavy_upscaler(path, device=device, **heavy_options))
+            except ZImageError as err:
+                raise RequestError(f"could not load heavy upscaler '{req.heavy}': {err}", "heavy") from err
+        if files["face_model"] is not None:
+            from ..faces import FaceRestorer
+
+            path = files["face_model"]
+            try:
+                kwargs["face_model"] = self._cached(("face", str(path), path.stat().st_mtime_ns),
+                                                    lambda: FaceRestorer.load(path, device=device or "cpu"))
+            except ZImageError as err:
+                raise RequestError(f"could not load face model '{req.face_model}': {err}", "face_model") from err
+        return kwargs
+
+    def run(self, req: GenerateRequest, files: dict[str, Path | None], should_stop: Callable[[], bool]
+            ) -> dict[str, Any]:
+        if should_stop():
+            raise Interrupted("cancelled before it started.")
+        bundle = self.provider()
+        self.bundle = bundle
+        kwargs = {k: v for k, v in self.route_options.items() if k != "heavy_options"}
+        kwargs.update(self._load_extras(req, files, getattr(bundle, "device", None)))
+        if req.negative_prompt:
+            kwargs["make_denoiser"] = _nag_denoiser(bundle, req.negative_prompt)
+        result = self.route(bundle, req.prompts, width=req.width, height=req.height, steps=req.steps, seed=req.seed,
+                            should_stop=should_stop, **kwargs)
+        images = [encode_jpeg_base64(result.image, i) for i in range(result.image.shape[0])]
+        seeds = list(result.seeds) or [req.seed + i for i in range(len(images))]
+        payload: dict[str, Any] = {"image": images[0], "width": int(result.image.shape[2]),
+                                   "height": int(result.image.shape[1]), "seed": req.seed,
+                                   "timing_report": {k: round(float(v), 6) for k, v in result.timings.items()},
+                                   "notes": list(result.notes)}
+        if req.negative_prompt:
+            payload["notes"].append("negative prompt applied with NAG (" + ", ".join(
+                f"{k.removeprefix('nag_')} {v:g}" for k, v in NAG_SETTINGS.items()) + ")")
+        if len(images) > 1:
+            payload["images"], payload["seeds"] = images, seeds
+        return payload
+
+
+def _resolve(name: str | None, roots: list[Path], what: str) -> Path | None:
+    if name is None:
+        return None
+    try:
+        return resolve_inside(name, roots)
+    except ModelFileError as err:
+        raise RequestError(str(err), what) from None
+
+
+def _nag_denoiser(bundle: Any, negative: str):
+    """NAG with its 'sensible on' settings (Turbo has no CFG, so NAG is how a negative prompt acts)."""
+    try:
+        from ..generate import prompt_encoder
+        from ..guidance import GuidanceOptions, guided_denoiser
+    except ImportError as err:  # module absent; any error past the imports is a real failure (500 path)
+        raise RequestError(f"negative_prompt needs NAG guidance, which this installation lacks ({err}).",
+                           "negative_prompt") from err
+    neg = prompt_encoder(bundle).encode([negative])  # one entry applies to every prompt of the batch
+    return guided_denoiser(GuidanceOptions(negative=neg, **NAG_SETTINGS))
+
+
+__all__ = ["GenerationRunner", "LOADED_PARTS", "NAG_SETTINGS", "ROUTE_OPTION_KEYS"]
