@@ -19,6 +19,7 @@ from zimage_core.blocks import (DEFAULT_BLOCK, DEFAULT_OVERLAP, Blocks, Classifi
                                 lanczos_upscale_blocks, load_heavy_upscaler, saliency_heatmap, saliency_map,
                                 slice_blocks, stitch_blocks)
 from zimage_core.errors import InputError, Interrupted
+from zimage_core.images import check_pixels
 
 from . import host
 
@@ -267,6 +268,8 @@ class ZImageBlockUpscaler:
             sd_prompt: str = "high quality, detailed, sharp", sd_noise_level: int = 20, sd_steps: int = 20,
             sd_guidance: float = 9.0, sd_seed: int = 0) -> tuple:
         b = blocks.blocks
+        h, w = b.source_size
+        check_pixels(w * int(scale), h * int(scale), f"the ×{scale} upscale of a {w}×{h} image")
         nchw = b.nchw()
         n = len(b)
         bo = b.block * int(scale)

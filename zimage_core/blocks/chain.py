@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import InputError, Interrupted
-from ..images import as_image_batch
+from ..images import as_image_batch, check_pixels
 from .classify import Classification, classification_preview, classify_blocks
 from .resample import lanczos_resize
 from .saliency import saliency_heatmap, saliency_of_batch
@@ -120,6 +120,7 @@ def upscale_chain(
     clock = _Clock(images.device)
     b, h, w, _ = images.shape
     out_size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    check_pixels(out_size[1], out_size[0], f"the ×{scale:g} upscale of a {w}×{h} image")
     work = working_scale(scale)
     # Load the heavy model before any work, so a bad file fails fast.
     upscaler: HeavyUpscaler | None = (
