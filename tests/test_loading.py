@@ -42,7 +42,7 @@ def test_both_layouts_load_identical_weights_and_give_the_same_image(tiny_dirs):
     torch.testing.assert_close(img_a, img_b, atol=1e-5, rtol=0)  # same weights; kernels may differ by layout
 
 
-def test_loading_is_lazy_and_cached(tiny_dirs):
+def test_loading_is_lazy_and_found_again_while_in_use(tiny_dirs):
     clear_cache()
     bundle = load_models(tiny_dirs["comfy"], device="cpu")
     assert not bundle.is_loaded("transformer")
@@ -60,17 +60,6 @@ def test_prefixed_original_keys_load(tiny_dirs, tmp_path):
     ref = load_models(tiny_dirs["comfy"], device="cpu").transformer.state_dict()
     got = load_models(root, device="cpu").transformer.state_dict()
     assert all(torch.equal(ref[k], got[k]) for k in ref)
-
-
-def test_fp8_file_is_upcast_and_close(tiny_dirs, tmp_path):
-    root = _copy_with_edited(tiny_dirs, tmp_path, DIT,
-                             lambda sd: {k: v.to(torch.float8_e4m3fn) if v.ndim == 2 else v for k, v in sd.items()})
-    model = load_models(root, device="cpu").transformer
-    assert model.dtype == torch.float32
-    ref = load_models(tiny_dirs["comfy"], device="cpu").transformer
-    w, w_ref = model.layers[0].feed_forward.w1.weight, ref.layers[0].feed_forward.w1.weight
-    assert not torch.equal(w, w_ref)
-    assert torch.allclose(w, w_ref, rtol=0.07, atol=1e-3)
 
 
 def test_missing_folder_and_files_list_what_was_searched(tmp_path):
@@ -95,13 +84,14 @@ def test_wrong_architecture_names_the_file(tiny_dirs, tmp_path):
 
 def test_unsupported_formats_are_refused_by_name(tiny_dirs, tmp_path):
     root = _copy_with_edited(tiny_dirs, tmp_path, DIT,
-                             lambda sd: {**sd, "layers.0.attention.qkv.comfy_quant": torch.zeros(4, dtype=torch.uint8)})
+                             lambda sd: {k: (v.to(torch.uint8) if k == "layers.0.attention.qkv.weight" else v)
+                                         for k, v in sd.items()})
     dit = root / DIT
-    with pytest.raises(ModelFileError, match="nvfp4|int8"):
+    with pytest.raises(ModelFileError, match="nvfp4/int8 packed"):
         load_models(root, device="cpu").transformer
     dit.unlink()
     (root / "diffusion_models" / "z_image_turbo-Q4_K.gguf").write_bytes(b"GGUF\x03\x00")
-    with pytest.raises(ModelFileError, match="GGUF"):
+    with pytest.raises(ModelFileError, match="not a readable GGUF file"):
         load_models(root, device="cpu").transformer
 
 
@@ -138,26 +128,12 @@ def test_text_encoder_with_missing_or_extra_weights_is_refused(tiny_dirs, tmp_pa
         load_models(root, device="cpu").text_encoder
 
 
-def test_scaled_fp8_files_are_refused_by_name(tiny_dirs, tmp_path):
-    root = _copy_with_edited(tiny_dirs, tmp_path, TEXT_ENCODER,
-                             lambda sd: {**sd, "model.layers.0.mlp.down_proj.scale_weight": torch.ones(1)})
-    with pytest.raises(ModelFileError, match="scaled-fp8"):
-        load_models(root, device="cpu").text_encoder
-
-
-def test_bundle_cache_is_bounded_and_release_frees_the_text_encoder(tiny_dirs):
+def test_release_frees_the_text_encoder(tiny_dirs):
     import gc
     import weakref
 
     from zimage_core.generate import prompt_encoder
-    from zimage_core.models import MAX_CACHED_BUNDLES
 
-    clear_cache()
-    first = load_models(tiny_dirs["comfy"], device="cpu", dtype="fp32")
-    for dtype in ("bf16", "fp16"):
-        load_models(tiny_dirs["comfy"], device="cpu", dtype=dtype)
-    assert MAX_CACHED_BUNDLES == 2
-    assert load_models(tiny_dirs["comfy"], device="cpu", dtype="fp32") is not first  # evicted, rebuilt
     bundle = load_models(tiny_dirs["comfy"], device="cpu", dtype="fp32")
     prompt_encoder(bundle).encode("x")
     ref = weakref.ref(bundle.text_encoder)

@@ -1,20 +1,29 @@
-"""Reading the single files ComfyUI users have, in their original key layouts, into diffusers/transformers modules.
+"""Reading the single files ComfyUI users have: safetensors headers (validated before anything indexes them), the
+weight format a file is in, sizes inferred from shapes, and tensors streamed one at a time.
 
-Each reader inspects the file header first (no tensors loaded), refuses formats we do not support with a message
-that names the format and the alternatives, checks that the keys belong to the expected architecture, infers the
-sizes from tensor shapes (so tiny test models and the real 6 B model go through the same code), converts keys with
-diffusers' own converters, and loads onto the meta device with `assign=True` so the full model is never built twice.
+Formats: 16/32-bit floats; plain fp8 (float8_e4m3fn / e5m2 weights); ComfyUI "scaled fp8" (fp8 weights with a
+per-tensor scale beside each: the legacy `scaled_fp8` marker + `<layer>.scale_weight`, or the newer per-layer
+`<layer>.comfy_quant` entries of format float8_* + `<layer>.weight_scale`). Packed formats (nvfp4, mxfp8, int8
+repacks, GPTQ / bitsandbytes) are refused by name with the alternatives.
+
+Why stream: a file read whole into memory and then converted holds two copies at once (a 6 GB fp8 file upcast to
+bf16 needs 18 GB). `read_tensors` reads each tensor with a positioned read and converts it before the next, so the
+peak is what is kept plus one tensor. Why infer sizes from shapes: tiny test models and the real 6 B model go
+through the same code.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import mmap
+import os
 import re
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
 
@@ -31,10 +40,25 @@ def shipped_config(name: str) -> dict[str, Any]:
     return json.loads(resources.files("zimage_core.configs").joinpath(f"{name}.json").read_text())
 
 
-# bytes per element of the safetensors dtypes whose sizes we check (others are left to the format checks)
-DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-               "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
+# ------------------------------------------------------------------------------------------------ safetensors header
+TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+DTYPE_BYTES = {name: torch.empty((), dtype=dt).element_size() for name, dt in TORCH_DTYPES.items()}
+DTYPE_BYTES.update({"U16": 2, "U32": 4, "U64": 8})
 MAX_HEADER_BYTES = 100_000_000
+
+
+class TensorInfo(NamedTuple):
+    """One header entry: dtype string, shape, and the absolute byte range in the file (-1 for pickle files)."""
+
+    dtype: str
+    shape: list[int]
+    begin: int = -1
+    end: int = -1
+
+
+Header = dict[str, TensorInfo]
 
 
 def _malformed(path: Path, why: str) -> ModelFileError:
@@ -42,12 +66,12 @@ def _malformed(path: Path, why: str) -> ModelFileError:
                           "file.")
 
 
-def _validate_header(path: Path, header: object, data_len: int) -> dict[str, tuple[str, list[int]]]:
+def _validate_header(path: Path, header: object, data_start: int, data_len: int) -> Header:
     """The header's structure, checked before anything indexes it: an object of tensor entries, each with a dtype
     string, a shape of non-negative integers and data offsets inside the file that match the shape."""
     if not isinstance(header, dict):
         raise _malformed(path, f"the header is a JSON {type(header).__name__}, not an object")
-    out: dict[str, tuple[str, list[int]]] = {}
+    out: Header = {}
     for key, entry in header.items():
         if key == "__metadata__":
             if not isinstance(entry, dict):
@@ -67,21 +91,18 @@ def _validate_header(path: Path, header: object, data_len: int) -> dict[str, tup
         if size is not None and offsets[1] - offsets[0] != math.prod(shape) * size:
             raise _malformed(path, f"tensor '{key[:60]}' holds {offsets[1] - offsets[0]} bytes, not the "
                                    f"{math.prod(shape) * size} its shape {shape} needs")
-        out[key] = (dtype, shape)
+        out[key] = TensorInfo(dtype, shape, data_start + offsets[0], data_start + offsets[1])
     return out
 
 
-def read_header(path: Path) -> dict[str, tuple[str, list[int]]]:
-    """Key -> (dtype string, shape) from a safetensors header, without loading any tensor; the structure is
-    validated (see `_validate_header`)."""
+def read_header(path: Path) -> Header:
+    """Key -> TensorInfo from a safetensors header, without loading any tensor; the structure is validated (see
+    `_validate_header`). Pickle files (.pth/.ckpt) are read whole (they cannot be read in parts)."""
     if path.suffix.lower() == ".gguf":
-        raise ModelFileError(
-            f"{path.name} is a GGUF quantised file, which this pack does not load yet. Use the bf16 or fp8 "
-            "(float8_e4m3fn) .safetensors release instead (e.g. z_image_turbo_bf16.safetensors)."
-        )
+        raise ModelFileError(f"{path.name} is a GGUF file; it is read by the GGUF loader, not as safetensors.")
     if path.suffix.lower() not in (".safetensors", ".sft"):
         sd = load_state_dict(path)
-        return {k: (str(v.dtype).replace("torch.", ""), list(v.shape)) for k, v in sd.items()}
+        return {k: TensorInfo(str(v.dtype).replace("torch.", ""), list(v.shape)) for k, v in sd.items()}
     try:
         file_len = path.stat().st_size
         with open(path, "rb") as fh:
@@ -93,11 +114,54 @@ def read_header(path: Path) -> dict[str, tuple[str, list[int]]]:
         raise
     except (OSError, ValueError, RecursionError) as err:
         raise _malformed(path, f"unreadable header: {type(err).__name__}") from None
-    return _validate_header(path, header, file_len - 8 - size)
+    return _validate_header(path, header, 8 + size, file_len - 8 - size)
 
 
-def require_tensor(path: Path, header: dict[str, tuple[str, list[int]]], key: str, rank: int, what: str
-                   ) -> list[int]:
+def read_tensors(path: Path, header: Header, convert: Callable[[str, torch.Tensor], torch.Tensor | None]
+                 ) -> dict[str, torch.Tensor]:
+    """{key: convert(key, tensor)} for every key of `header` (a key whose conversion returns None is left out).
+    safetensors: one positioned read per tensor into memory this process owns (no memory map, no whole-file
+    buffer), so the peak is what `convert` keeps plus one tensor."""
+    if any(info.begin < 0 for info in header.values()):
+        sd = load_state_dict(path)
+        out = {}
+        for key in header:
+            kept = convert(key, sd.pop(key))
+            if kept is not None:
+                out[key] = kept
+        return out
+    out = {}
+    with open(path, "rb") as fh:
+        fd = fh.fileno()
+        for key, info in header.items():
+            dtype = TORCH_DTYPES.get(info.dtype)
+            if dtype is None:
+                raise ModelFileError(f"{path.name}: tensor '{key}' has dtype {info.dtype}, which this pack does not "
+                                     "read.")
+            buf = _buffer(info.end - info.begin)
+            if len(buf) and os.preadv(fd, [buf], info.begin) != len(buf):
+                raise ModelFileError(f"{path.name} is truncated (tensor '{key}' ends past the end of the file).")
+            tensor = (torch.frombuffer(buf, dtype=dtype) if len(buf) else torch.empty(0, dtype=dtype)).reshape(
+                info.shape)
+            kept = convert(key, tensor)
+            if kept is not None:
+                out[key] = kept
+    return out
+
+
+def _buffer(size: int) -> bytearray | mmap.mmap:
+    """Memory for one tensor read. Large ones get their own anonymous mapping, so releasing a model really gives
+    the memory back to the system (the C heap keeps freed medium-sized blocks for the process)."""
+    return mmap.mmap(-1, size) if size >= (1 << 20) else bytearray(size)
+
+
+def strip_prefix(header: Header, prefixes: tuple[str, ...], marker: str) -> tuple[str, Header]:
+    """(the prefix in front of `marker` keys — possibly empty —, the header with that prefix stripped)."""
+    prefix = next((p for p in prefixes if any(k.startswith(p + marker) for k in header)), "")
+    return prefix, {k[len(prefix):]: v for k, v in header.items() if k.startswith(prefix)}
+
+
+def require_tensor(path: Path, header: Header, key: str, rank: int, what: str) -> list[int]:
     """The shape of a tensor that config inference indexes, or a ModelFileError naming the key."""
     if key not in header:
         raise ModelFileError(f"{path.name} is not a complete {what}: the tensor '{key}' is missing.")
@@ -123,47 +187,7 @@ def file_structure(path: Path, what: str) -> Iterator[None]:
                              f"{detail}). Is this the right file for this slot?") from None
 
 
-def _prefixed_header(path: Path, prefixes: tuple[str, ...], marker: str):
-    """(all keys, the prefix in front of `marker` keys — possibly empty —, the header with that prefix stripped)."""
-    header = read_header(path)
-    keys = list(header)
-    prefix = next((p for p in prefixes if any(k.startswith(p + marker) for k in keys)), "")
-    return keys, prefix, {k[len(prefix):]: v for k, v in header.items() if k.startswith(prefix)}
-
-
-def _refuse_quantised(path: Path, header: dict[str, tuple[str, list[int]]], what: str) -> None:
-    """Name packed/quantised formats we cannot load instead of failing later with a shape mismatch."""
-    keys = header.keys()
-    dtypes = {dt for dt, _ in header.values()}
-    if any(k.endswith(("comfy_quant", ".weight_scale_2", ".input_scale")) for k in keys) or "U8" in dtypes:
-        kind = "nvfp4/int8 packed (Comfy-Org mixed-precision repack)"
-        if any("convrot" in k for k in keys):
-            kind = "int8_convrot"
-        raise ModelFileError(
-            f"{path.name} is a {kind} {what}, which this pack cannot load yet. Supported: the bf16 file, or a plain "
-            "fp8 (float8_e4m3fn) file, e.g. z_image_turbo_bf16.safetensors / qwen_3_4b.safetensors."
-        )
-    if any(k.endswith(("scale_weight", "scaled_fp8", ".weight_scale")) for k in keys):
-        raise ModelFileError(
-            f"{path.name} is a scaled-fp8 {what} (per-tensor scales stored beside the weights), which this pack "
-            "cannot load yet. Use the bf16 file or a plain fp8 (float8_e4m3fn) file without scale tensors.")
-    if any(k.endswith((".qweight", ".scales", ".absmax")) for k in keys):
-        raise ModelFileError(f"{path.name} is a GPTQ/bitsandbytes-quantised {what}; use the bf16 or fp8 file.")
-
-
-def _load_converted(path: Path, prefix: str, device: str = "cpu") -> dict[str, torch.Tensor]:
-    sd = load_state_dict(path, device=device)
-    if prefix:
-        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-    return sd
-
-
-def _upcast(sd: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """FP8 and other storage dtypes are upcast to the compute dtype (FP8 compute is a separate fast mode)."""
-    return {k: (v.to(dtype) if v.is_floating_point() and v.dtype != dtype else v) for k, v in sd.items()}
-
-
-def _check_keys(path: Path, what: str, missing: list, unexpected: list, mismatched: list = ()) -> None:
+def check_keys(path: Path, what: str, missing: list, unexpected: list, mismatched: list = ()) -> None:
     """Refuse a file whose keys do not fit the architecture (never load partially or fill gaps with random weights)."""
     if missing or unexpected or mismatched:
         raise ModelFileError(
@@ -173,17 +197,101 @@ def _check_keys(path: Path, what: str, missing: list, unexpected: list, mismatch
         )
 
 
-def _assign_load(model: torch.nn.Module, sd: dict[str, torch.Tensor], path: Path, what: str) -> None:
-    own = model.state_dict()
-    mismatched = [k for k, v in sd.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
-    _check_keys(path, what, [k for k in own if k not in sd], [k for k in sd if k not in own], mismatched)
-    model.load_state_dict(sd, strict=True, assign=True)
+def guess_architecture(keys: list[str]) -> str:
+    """' (it looks like a <kind> file)' for keys of a well-known other architecture, else ''."""
+    joined = " ".join(keys[:2000])
+    for marker, name in (("double_blocks.", "Flux"), ("input_blocks.", "SD1.x/SDXL UNet"),
+                         ("joint_blocks.", "SD3"), ("encoder.down.", "VAE"), ("model.layers.", "text encoder"),
+                         ("transformer_blocks.", "diffusers transformer"), ("lora_", "LoRA")):
+        if marker in joined:
+            return f" (it looks like a {name} file)"
+    return ""
 
 
-# --------------------------------------------------------------------------------------------- transformer (DiT)
+# ------------------------------------------------------------------------------------------------ weight formats
+SUPPORTED_HINT = ("Supported: the bf16 file, a plain fp8 (float8_e4m3fn) file, a ComfyUI scaled-fp8 file, or a GGUF "
+                  "(e.g. z_image_turbo_bf16.safetensors, a Q8_0 / Q4_K_M .gguf).")
+FP8_NAMES = {"F8_E4M3", "F8_E5M2"}
+COMFY_FP8_FORMATS = {"float8_e4m3fn", "float8_e5m2"}
 
 
-def transformer_config_from_shapes(header: dict[str, tuple[str, list[int]]]) -> dict[str, Any]:
+@dataclass
+class WeightFormat:
+    """What a single file holds: `kind` 'full' (16/32-bit), 'fp8' (float8 weights) or 'scaled_fp8' (float8 weights
+    with per-tensor scales); `scale_keys` maps weight key → its scale key; `extra` lists bookkeeping keys that are not
+    model weights (markers, input scales, comfy_quant entries)."""
+
+    kind: str
+    scale_keys: dict[str, str] = field(default_factory=dict)
+    extra: set[str] = field(default_factory=set)
+
+    def describe(self) -> str:
+        return {"full": "16/32-bit", "fp8": "fp8", "scaled_fp8": "scaled fp8"}[self.kind]
+
+
+def _comfy_quant_formats(path: Path, header: Header) -> dict[str, str]:
+    """{layer: format} from the per-layer `.comfy_quant` entries (JSON stored as bytes)."""
+    keys = [k for k in header if k.endswith(".comfy_quant")]
+    raw = read_tensors(path, {k: header[k] for k in keys}, lambda k, t: t)
+    formats = {}
+    for key, tensor in raw.items():
+        try:
+            formats[key.removesuffix(".comfy_quant")] = str(json.loads(bytes(tensor.to(torch.uint8).tolist()))
+                                                            .get("format", "?"))
+        except (ValueError, AttributeError):
+            formats[key.removesuffix(".comfy_quant")] = "?"
+    return formats
+
+
+def detect_format(path: Path, header: Header, what: str) -> WeightFormat:
+    """The format of a single file (see the module docstring); packed formats are refused by name."""
+    keys = header.keys()
+    if any(k.endswith((".qweight", ".scales", ".absmax", ".quant_state.bitsandbytes__nf4")) for k in keys):
+        raise ModelFileError(f"{path.name} is a GPTQ/bitsandbytes-quantised {what}. {SUPPORTED_HINT}")
+    if any(k.endswith(".comfy_quant") for k in keys):
+        formats = _comfy_quant_formats(path, header)
+        other = sorted({f for f in formats.values() if f not in COMFY_FP8_FORMATS})
+        if other:
+            name = "int8_convrot" if any("convrot" in k for k in keys) else "/".join(other)
+            raise ModelFileError(f"{path.name} is a {name} {what} (ComfyUI mixed-precision repack), which this pack "
+                                 f"cannot load. {SUPPORTED_HINT}")
+        scale_keys = {f"{layer}.weight": f"{layer}.weight_scale" for layer in formats
+                      if f"{layer}.weight_scale" in header}
+        extra = {k for k in keys if k.endswith((".comfy_quant", ".input_scale"))}
+        return _checked_scales(path, header, WeightFormat("scaled_fp8", scale_keys, extra), what)
+    if any(k.endswith(".weight_scale_2") for k in keys) or any(
+            header[k].dtype == "U8" and k.endswith(".weight") for k in keys):
+        raise ModelFileError(f"{path.name} is an nvfp4/int8 packed {what}, which this pack cannot load. "
+                             f"{SUPPORTED_HINT}")
+    if any(k.endswith("scaled_fp8") or k.endswith(".scale_weight") for k in keys):
+        scale_keys = {k.removesuffix(".scale_weight") + ".weight": k for k in keys if k.endswith(".scale_weight")}
+        extra = {k for k in keys if k.endswith(("scaled_fp8", ".scale_input"))}
+        return _checked_scales(path, header, WeightFormat("scaled_fp8", scale_keys, extra), what)
+    if any(info.dtype in FP8_NAMES for info in header.values()):
+        return WeightFormat("fp8")
+    return WeightFormat("full")
+
+
+def _checked_scales(path: Path, header: Header, fmt: WeightFormat, what: str) -> WeightFormat:
+    for weight, scale in fmt.scale_keys.items():
+        if weight not in header or math.prod(header[scale].shape) != 1:
+            raise ModelFileError(f"{path.name}: the scaled-fp8 {what} has a scale '{scale}' that is not one number "
+                                 f"per tensor (or its weight is missing); only per-tensor scales are supported. "
+                                 f"{SUPPORTED_HINT}")
+    return fmt
+
+
+def read_scales(path: Path, header: Header, fmt: WeightFormat) -> dict[str, torch.Tensor]:
+    """{weight key: fp32 scalar scale} of a scaled-fp8 file."""
+    if not fmt.scale_keys:
+        return {}
+    by_scale = {s: w for w, s in fmt.scale_keys.items()}
+    raw = read_tensors(path, {s: header[s] for s in by_scale}, lambda k, t: t.float().reshape(()))
+    return {by_scale[s]: v for s, v in raw.items()}
+
+
+# ------------------------------------------------------------------------------------------------ sizes from shapes
+def transformer_config_from_shapes(header: Header) -> dict[str, Any]:
     """The Z-Image DiT config for a file in the original layout (prefix already stripped), sizes from shapes."""
     cfg = shipped_config("transformer")
     dim = header["x_embedder.weight"][1][0]
@@ -207,99 +315,21 @@ def axes_dims_for(head_dim: int) -> list[int]:
     return [head_dim - 2 * rest, rest, rest]
 
 
-def load_transformer_file(path: Path, dtype: torch.dtype, device: str | torch.device = "cpu"):
-    """Load `diffusion_models/*.safetensors` (original Z-Image layout, optional prefix) as ZImageTransformer2DModel."""
-    from diffusers import ZImageTransformer2DModel
-    from diffusers.loaders.single_file_utils import convert_z_image_transformer_checkpoint_to_diffusers
-
-    keys, prefix, header = _prefixed_header(path, TRANSFORMER_PREFIXES, "layers.0.")
-    if any(k not in header for k in ("layers.0.attention.qkv.weight", "x_embedder.weight", "cap_embedder.1.weight")):
-        raise ModelFileError(
-            f"{path.name} is not a Z-Image transformer in the original layout{_guess_architecture(keys)}. Expected "
-            "keys like 'layers.0.attention.qkv.weight', 'x_embedder.weight', 'cap_embedder.1.weight'. Put "
-            "z_image_turbo_bf16.safetensors in models/diffusion_models/ (or point --models at a diffusers folder)."
-        )
-    _refuse_quantised(path, header, "Z-Image transformer")
-    what = "Z-Image transformer"
-    require_tensor(path, header, "x_embedder.weight", 2, what)
-    require_tensor(path, header, "layers.0.attention.q_norm.weight", 1, what)
-    require_tensor(path, header, "cap_embedder.1.weight", 2, what)
-    with file_structure(path, what):
-        cfg = transformer_config_from_shapes(header)
-        sd = _load_converted(path, prefix)
-        sd = convert_z_image_transformer_checkpoint_to_diffusers(sd)
-        sd = _upcast(sd, dtype)
-        with torch.device("meta"):
-            model = ZImageTransformer2DModel.from_config(cfg)
-        _assign_load(model, sd, path, what)
-    return model.to(device=device).eval()
-
-
-def _guess_architecture(keys: list[str]) -> str:
-    joined = " ".join(keys[:2000])
-    for marker, name in (("double_blocks.", "Flux"), ("input_blocks.", "SD1.x/SDXL UNet"),
-                         ("joint_blocks.", "SD3"), ("encoder.down.", "VAE"), ("model.layers.", "text encoder"),
-                         ("transformer_blocks.", "diffusers transformer"), ("lora_", "LoRA")):
-        if marker in joined:
-            return f" (it looks like a {name} file)"
-    return ""
-
-
-# --------------------------------------------------------------------------------------------- text encoder
-
-
-def load_text_encoder_file(path: Path, dtype: torch.dtype, device: str | torch.device = "cpu"):
-    """Load `text_encoders/qwen_3_4b.safetensors` (transformers key layout, with or without 'model.') as Qwen3Model."""
-    keys, prefix, header = _prefixed_header(path, TEXT_ENCODER_PREFIXES, "layers.0.")
-    if "embed_tokens.weight" not in header or "layers.0.self_attn.q_norm.weight" not in header:
-        raise ModelFileError(
-            f"{path.name} is not a Qwen3 text encoder{_guess_architecture(keys)}. Z-Image needs Qwen3-4B: put "
-            "qwen_3_4b.safetensors in models/text_encoders/."
-        )
-    _refuse_quantised(path, header, "Qwen3 text encoder")
-    what = "Qwen3 text encoder"
-    require_tensor(path, header, "embed_tokens.weight", 2, what)
-    require_tensor(path, header, "layers.0.self_attn.q_norm.weight", 1, what)
-    for key in ("layers.0.mlp.gate_proj.weight", "layers.0.self_attn.q_proj.weight",
-                "layers.0.self_attn.k_proj.weight"):
-        require_tensor(path, header, key, 2, what)
-    with file_structure(path, what):
-        return _build_text_encoder(path, prefix, header, dtype, device)
-
-
-def _build_text_encoder(path: Path, prefix: str, header: dict[str, tuple[str, list[int]]], dtype: torch.dtype,
-                        device: str | torch.device):
-    from transformers import Qwen3Config, Qwen3Model
-
+def text_encoder_config_from_shapes(header: Header) -> dict[str, Any]:
+    """The Qwen3 config for a transformers-layout file (prefix stripped), sizes from shapes."""
     cfg = shipped_config("text_encoder")
+    cfg.pop("architectures", None)
     vocab, hidden = header["embed_tokens.weight"][1]
     head_dim = header["layers.0.self_attn.q_norm.weight"][1][0]
     n_layers = 1 + max(int(m.group(1)) for k in header if (m := re.match(r"layers\.(\d+)\.", k)))
     cfg.update(vocab_size=vocab, hidden_size=hidden, head_dim=head_dim, num_hidden_layers=n_layers,
-               max_window_layers=n_layers,
-               intermediate_size=header["layers.0.mlp.gate_proj.weight"][1][0],
+               max_window_layers=n_layers, intermediate_size=header["layers.0.mlp.gate_proj.weight"][1][0],
                num_attention_heads=header["layers.0.self_attn.q_proj.weight"][1][0] // head_dim,
                num_key_value_heads=header["layers.0.self_attn.k_proj.weight"][1][0] // head_dim)
-    if hidden != 2560 or n_layers != 36:
-        if hidden == 4096 or n_layers == 40:
-            raise ModelFileError(f"{path.name} looks like Qwen3-8B; Z-Image-Turbo needs Qwen3-4B (qwen_3_4b).")
-    config = Qwen3Config(**{k: v for k, v in cfg.items() if k != "architectures"})
-    sd = _load_converted(path, prefix)
-    sd = {k: v for k, v in sd.items() if not k.startswith("lm_head.")}
-    sd = _upcast(sd, dtype)
-    # transformers would fill missing or mis-shaped weights with random values: compare with the architecture first
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in Qwen3Model(config).state_dict().items()}
-    _check_keys(path, "Qwen3 text encoder", [k for k in expected if k not in sd], [k for k in sd if k not in expected],
-                [k for k, v in sd.items() if k in expected and tuple(v.shape) != expected[k]])
-    model = Qwen3Model.from_pretrained(None, config=config, state_dict=sd, torch_dtype=dtype)
-    return model.to(device).eval()
+    return cfg
 
 
-# --------------------------------------------------------------------------------------------- VAE
-
-
-def vae_config_from_shapes(header: dict[str, tuple[str, list[int]]]) -> dict[str, Any]:
+def vae_config_from_shapes(header: Header) -> dict[str, Any]:
     """The Flux AE config for an ldm-layout file, sizes from shapes."""
     cfg = shipped_config("vae")
     n_down = 1 + max(int(m.group(1)) for k in header if (m := re.match(r"encoder\.down\.(\d+)\.", k)))
@@ -310,33 +340,3 @@ def vae_config_from_shapes(header: dict[str, tuple[str, list[int]]]) -> dict[str
                latent_channels=header["encoder.conv_out.weight"][1][0] // 2,
                norm_num_groups=min(32, channels[0]))
     return cfg
-
-
-def load_vae_file(path: Path, dtype: torch.dtype, device: str | torch.device = "cpu"):
-    """Load `vae/ae.safetensors` (Flux AE, original ldm layout) as diffusers AutoencoderKL."""
-    from diffusers import AutoencoderKL
-    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
-
-    keys, prefix, header = _prefixed_header(path, VAE_PREFIXES, "encoder.")
-    if "encoder.conv_out.weight" not in header or "decoder.conv_in.weight" not in header:
-        raise ModelFileError(
-            f"{path.name} is not an autoencoder in the original layout{_guess_architecture(keys)}. Z-Image uses the "
-            "Flux AE: put ae.safetensors in models/vae/."
-        )
-    what = "Flux AE"
-    require_tensor(path, header, "encoder.conv_out.weight", 4, what)
-    require_tensor(path, header, "encoder.down.0.block.0.conv1.weight", 4, what)
-    with file_structure(path, what):
-        cfg = vae_config_from_shapes(header)
-        if cfg["latent_channels"] != 16:
-            raise ModelFileError(
-                f"{path.name} has {cfg['latent_channels']} latent channels; Z-Image needs the 16-channel Flux AE "
-                "(ae.safetensors), not an SD/SDXL VAE."
-            )
-        sd = _load_converted(path, prefix)
-        sd = convert_ldm_vae_checkpoint(sd, cfg)
-        sd = _upcast(sd, dtype)
-        with torch.device("meta"):
-            model = AutoencoderKL.from_config(cfg)
-        _assign_load(model, sd, path, what)
-    return model.to(device=device).eval()

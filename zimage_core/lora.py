@@ -26,6 +26,7 @@ from typing import Iterable, Sequence
 import torch
 
 from .errors import InputError, ModelFileError
+from .fp8 import compute_dtype
 from .weights import load_state_dict
 
 log = logging.getLogger(__name__)
@@ -139,9 +140,10 @@ def match_modules(transformer: torch.nn.Module, sd: dict[str, torch.Tensor]
             continue
         a, b = sd[key], sd[b_key]
         w = linears[module].weight
-        fits = a.ndim == b.ndim == 2 and a.shape[1] == w.shape[1] and b.shape[0] == w.shape[0] and a.shape[0] == b.shape[1]
+        shape = tuple(getattr(w, "quant_shape", w.shape))  # a GGUF weight's own shape is that of its byte blocks
+        fits = a.ndim == b.ndim == 2 and a.shape[1] == shape[1] and b.shape[0] == shape[0] and a.shape[0] == b.shape[1]
         if not fits:
-            bad.append(f"{module}: LoRA {tuple(b.shape)}@{tuple(a.shape)} vs weight {tuple(w.shape)}")
+            bad.append(f"{module}: LoRA {tuple(b.shape)}@{tuple(a.shape)} vs weight {shape}")
             continue
         pairs[module] = (a, b)
     return pairs, ignored, bad
@@ -197,7 +199,7 @@ def _require_peft() -> None:
 def _load_adapter(transformer: torch.nn.Module, path: Path, name: str) -> LoadedLora:
     _require_peft()
     pairs, ignored = read_lora(path, transformer)
-    dtype = next(transformer.parameters()).dtype
+    dtype = compute_dtype(transformer)
     sd = {}
     for module, (a, b) in pairs.items():
         sd[f"transformer.{module}.lora_A.weight"] = a.to(dtype)
@@ -206,8 +208,21 @@ def _load_adapter(transformer: torch.nn.Module, path: Path, name: str) -> Loaded
     with warnings.catch_warnings():  # peft warns on every second adapter; several adapters are what we want
         warnings.filterwarnings("ignore", message="Already found a `peft_config`")
         transformer.load_lora_adapter(sd, prefix="transformer", adapter_name=name)
+    _keep_adapter_dtype(transformer, name, dtype)
     rank = max(int(a.shape[0]) for a, _ in pairs.values())
     return LoadedLora(name, path, 0.0, sorted(pairs), ignored, rank)
+
+
+def _keep_adapter_dtype(transformer: torch.nn.Module, name: str, dtype: torch.dtype) -> None:
+    """peft puts an adapter in its base layer's dtype; over an fp8 base layer that would make the LoRA itself fp8.
+    Keep every adapter in the compute dtype."""
+    from peft.tuners.lora import LoraLayer
+
+    for module in transformer.modules():
+        if isinstance(module, LoraLayer):
+            for table in (module.lora_A, module.lora_B):
+                if name in table:
+                    table[name].to(dtype)
 
 
 def apply_loras(transformer: torch.nn.Module, loras: Sequence[LoraSpec | tuple[str | os.PathLike, float]]

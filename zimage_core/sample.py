@@ -17,6 +17,8 @@ import torch
 
 from .encode import Conditioning
 from .errors import InputError, Interrupted
+from .fp8 import compute_dtype
+from .offload import execution_device
 from .schedule import DEFAULT_SHIFT, flow_sigmas, img2img_start
 from .sizes import check_size
 
@@ -46,7 +48,7 @@ StepCallback = Callable[[StepInfo], None]
 def transformer_velocity(transformer: torch.nn.Module, latents: torch.Tensor, sigma: float | torch.Tensor,
                          cap_feats: list[torch.Tensor], **forward_kwargs) -> torch.Tensor:
     """One batched model evaluation → velocity in float32."""
-    dtype = transformer.dtype
+    dtype = compute_dtype(transformer)
     b = latents.shape[0]
     sig = torch.as_tensor(sigma, dtype=torch.float32, device=latents.device)
     t = (1.0 - sig).expand(b) if sig.ndim == 0 else 1.0 - sig
@@ -144,7 +146,7 @@ def sample(
     check_conditioning(cond, transformer)
     cond = cond.repeat_each(images_per_prompt)
     batch = len(cond)
-    device = next(transformer.parameters()).device
+    device = execution_device(transformer)
     shape = (LATENT_CHANNELS, height // VAE_SCALE, width // VAE_SCALE)
     if noise is None:
         noise = make_noise(shape, [seed + i for i in range(batch)])

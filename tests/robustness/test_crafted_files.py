@@ -8,7 +8,8 @@ Families (hypothesis, derandomised, counted):
   rank      a real file with one tensor given another rank (flattened, scalar, or an extra axis)
   shape     a real file with one tensor's size changed along one axis
   bytes     a real file truncated at an arbitrary point, or random bytes under the right name
-Loaders: DiT, Qwen3 text encoder, Flux AE, heavy upscaler (spandrel), GFPGAN face model, LoRA, embeddings.
+Loaders: DiT, Qwen3 text encoder, Flux AE, heavy upscaler (spandrel), GFPGAN face model, LoRA, embeddings, and the
+GGUF DiT loader (header and bytes families: a GGUF holds no safetensors to edit).
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ def _settings(n: int) -> settings:
 # ---------------------------------------------------------------------------------------------------- loaders
 def _loaders(tiny: dict[str, Path], transformer) -> dict:
     from zimage_core.blocks.upscale import load_heavy_upscaler
-    from zimage_core.checkpoints import load_text_encoder_file, load_transformer_file, load_vae_file
+    from zimage_core.loading import load_text_encoder_file, load_transformer_file, load_vae_file
     from zimage_core.encode import load_embeddings
     from zimage_core.faces.restore import load_gfpgan
+    from zimage_core.gguf_files import load_transformer_gguf
     from zimage_core.lora import read_lora
 
     return {
@@ -51,6 +53,7 @@ def _loaders(tiny: dict[str, Path], transformer) -> dict:
         "face": (tiny["face"], lambda p: load_gfpgan(p)),
         "lora": (tiny["lora"], lambda p: read_lora(p, transformer)),
         "embeddings": (tiny["embeddings"], lambda p: load_embeddings(p)),
+        "dit_gguf": (tiny["dit_gguf"], lambda p: load_transformer_gguf(p, torch.float32)),
     }
 
 
@@ -68,6 +71,10 @@ def sources(tmp_path_factory, tiny_dirs):
     save_file(lora, str(root / "lora.safetensors"))
     save_tiny_compact(root / "upscaler.safetensors", scale=2)
     save_embeddings(Conditioning([torch.randn(5, 32)], ["a"], {}), root / "embeddings.safetensors")
+    from zimage_core.testing import transformer_to_original
+    from zimage_core.testing.gguf import save_gguf_transformer
+
+    save_gguf_transformer(transformer_to_original(transformer.state_dict()), root / "dit.gguf", qtype="Q8_0")
     # a small GFPGAN-looking dict (the real one is 86 M parameters): its mutations must be refused just as clearly
     face = {"conv_body_first.weight": torch.randn(8, 3, 1, 1), "toRGB.0.weight": torch.randn(3, 8, 1, 1),
             "stylegan_decoder.style_mlp.1.weight": torch.randn(8, 8)}
@@ -76,11 +83,13 @@ def sources(tmp_path_factory, tiny_dirs):
             "te": next((comfy / "text_encoders").glob("*.safetensors")),
             "vae": next((comfy / "vae").glob("*.safetensors")),
             "upscaler": root / "upscaler.safetensors", "face": root / "face.safetensors",
-            "lora": root / "lora.safetensors", "embeddings": root / "embeddings.safetensors"}
+            "lora": root / "lora.safetensors", "embeddings": root / "embeddings.safetensors",
+            "dit_gguf": root / "dit.gguf"}
     return _loaders(tiny, transformer)
 
 
 LOADERS = ("dit", "text_encoder", "vae", "upscaler", "face", "lora", "embeddings")
+ALL_LOADERS = LOADERS + ("dit_gguf",)  # GGUF files take the header and bytes families (no safetensors inside)
 # sizes a loader reads as a free parameter of the architecture (any vocabulary size makes a valid Qwen3)
 FREE_SIZES = {"text_encoder": {"model.embed_tokens.weight"}}
 OPTIONAL = (".alpha",)  # a LoRA's alpha may be absent (then the rank is the scale)
@@ -125,7 +134,7 @@ headers = st.one_of(
 )
 
 
-@pytest.mark.parametrize("loader", LOADERS)
+@pytest.mark.parametrize("loader", ALL_LOADERS)
 def test_wrong_header_structure(loader, sources, tmp_path):
     _, load = sources[loader]
     path = tmp_path / "crafted.safetensors"
@@ -198,7 +207,7 @@ def test_real_file_with_a_tensor_missing_reshaped_or_resized(loader, sources, tm
         shape()
 
 
-@pytest.mark.parametrize("loader", LOADERS)
+@pytest.mark.parametrize("loader", ALL_LOADERS)
 def test_truncated_and_random_bytes(loader, sources, tmp_path):
     src, load = sources[loader]
     data = src.read_bytes()
@@ -218,8 +227,8 @@ def test_every_family_ran():
     """The families above really ran (a silently shrunk run cannot pass unnoticed)."""
     if len(CASES) < 5:
         pytest.skip("run with the family tests above")
-    n = len(LOADERS)
+    n = len(ALL_LOADERS)
     assert CASES["header"] >= n * EXAMPLES["header"] and CASES["bytes"] >= n * EXAMPLES["bytes"], CASES
     for family in ("missing", "rank", "shape"):
-        assert CASES[family] >= (n - 1) * EXAMPLES[family], CASES
+        assert CASES[family] >= (len(LOADERS) - 1) * EXAMPLES[family], CASES
     print(f"\ncrafted files refused with ModelFileError: {CASES}")

@@ -35,6 +35,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from ..errors import InputError
+from ..fp8 import compute_dtype
 
 PATCH_SIZE = 2
 F_PATCH_SIZE = 1
@@ -175,7 +176,7 @@ def nag_velocity(transformer: torch.nn.Module, latents: torch.Tensor, sigma: flo
                  neg_caps: list[torch.Tensor], *, scale: float, tau: float, alpha: float) -> torch.Tensor:
     """One NAG model evaluation → velocity in float32 (same conventions as sample.transformer_velocity)."""
     t_mod = transformer
-    dtype, device = t_mod.dtype, latents.device
+    dtype, device = compute_dtype(t_mod), latents.device
     b = latents.shape[0]
     if len(pos_caps) != b or len(neg_caps) != b:
         raise InputError(f"NAG needs one positive and one negative caption per image; got {len(pos_caps)} and "
