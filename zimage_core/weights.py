@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 SAFE_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".pth", ".ckpt", ".pt", ".bin")
 UNSUPPORTED_HINTS = {
-    ".gguf": "GGUF quantised files are not supported yet; use the bf16 or fp8 .safetensors file instead",
+    ".gguf": "GGUF files hold whole models (a Z-Image DiT or a Qwen3 text encoder), not this kind of weights; use the "
+             ".safetensors or .pth file",
     ".onnx": "ONNX files cannot be loaded as torch weights; use the .safetensors or .pth release",
 }
 
