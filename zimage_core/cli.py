@@ -26,10 +26,22 @@ def _add_generate(sub) -> None:
     p.add_argument("--batch", type=int, default=1, help="images per prompt")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"])
+    _add_memory_options(p)
     p.add_argument("--out", default="out/zimage.png", help="output PNG (index appended for batches)")
     p.add_argument("--upscale", action="store_true", help="run the block upscaling route + faces after generating")
     p.add_argument("--heavy", default=None, help="heavy upscaler for --upscale: spandrel file or SD x4 folder")
     p.add_argument("--face-model", default=None, help="GFPGAN v1.4 file for face restoration (--upscale)")
+
+
+def _add_memory_options(p) -> None:
+    p.add_argument("--weights", default="auto", choices=["auto", "fp8", "full"],
+                   help="weight storage: auto keeps the file's format (fp8 and GGUF stay compact), fp8 stores bf16 "
+                        "weights as fp8, full expands everything to --dtype")
+    p.add_argument("--memory", default="auto", choices=["auto", "gpu", "model", "block"],
+                   help="where weights live: gpu (all resident), model (one part at a time), block (stream the "
+                        "transformer blocks from CPU memory), auto (the lightest mode that fits the free VRAM)")
+    p.add_argument("--resident-blocks", type=int, default=None,
+                   help="blocks kept on the GPU at a time with --memory block (auto: the most that fit)")
 
 
 def _add_upscale(sub) -> None:
@@ -65,6 +77,7 @@ def _add_serve(sub) -> None:
     p.add_argument("--max-body", type=int, default=1 << 20, help="request body size cap in bytes (413 beyond)")
     p.add_argument("--preload", action="store_true", help="load every model part at start-up")
     p.add_argument("--device", default=None)
+    _add_memory_options(p)
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (else <models>/tokenizer, $ZIMAGE_TOKENIZER)")
     p.add_argument("--allow-host", action="append", default=None,
                    help="extra Host name the API answers (repeatable; loopback names are always allowed on loopback)")
@@ -112,7 +125,8 @@ def cmd_generate(args) -> dict:
 
     _check_common(args)
     check_size(args.width, args.height)
-    bundle = load_models(args.models, tokenizer=args.tokenizer, device=args.device, dtype=args.dtype)
+    bundle = load_models(args.models, tokenizer=args.tokenizer, device=args.device, dtype=args.dtype,
+                         storage=args.weights, memory=args.memory, resident_blocks=args.resident_blocks)
     t0 = time.perf_counter()
     make_denoiser = None
     if args.negative:
@@ -134,7 +148,7 @@ def cmd_generate(args) -> dict:
     paths = _out_paths(args.out, images.shape[0])
     for i, p in enumerate(paths):
         save_image_atomic(to_pil(images, i), p)
-    return {"outputs": [str(p) for p in paths], "seeds": result.seeds, "timing_report": timings}
+    return {"outputs": [str(p) for p in paths], "seeds": result.seeds, "notes": result.notes, "timing_report": timings}
 
 
 def cmd_upscale(args) -> dict:
@@ -169,7 +183,8 @@ def cmd_serve(args) -> dict:
     check_device(args.device, "--device")
     serve(args.models, host=args.host, port=args.port, queue_size=args.queue, device=args.device,
           timeout_s=args.timeout or None, max_body=args.max_body, preload=args.preload, tokenizer=args.tokenizer,
-          allow_hosts=args.allow_host, max_connections=args.max_connections)
+          allow_hosts=args.allow_host, max_connections=args.max_connections,
+          model_options={"storage": args.weights, "memory": args.memory, "resident_blocks": args.resident_blocks})
     return {"stopped": True}
 
 

@@ -14,11 +14,13 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from .errors import InputError, ModelFileError
+from .offload import execution_device
 
 PROMPT_TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 PROMPT_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n"
@@ -92,8 +94,10 @@ def _attention_pool(e: torch.Tensor, length: int) -> torch.Tensor:
 class PromptEncoder:
     """Encodes prompts with a Qwen3 model + tokenizer; caches results (LRU) per prompt and settings."""
 
-    def __init__(self, text_encoder: torch.nn.Module, tokenizer, cache_size: int = 64):
+    def __init__(self, text_encoder: torch.nn.Module, tokenizer, cache_size: int = 64,
+                 on_use: Callable[[], None] | None = None):
         self.model = text_encoder
+        self.on_use = on_use  # called before the model runs (not on cache hits): e.g. move it to the GPU
         self.tokenizer = tokenizer
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
@@ -153,7 +157,9 @@ class PromptEncoder:
         ids = [self._token_ids(p, max_tokens, long_mode) for p in prompts]
         longest = max(len(i) for i in ids)
         pad = self.tokenizer.pad_token_id
-        device = next(self.model.parameters()).device
+        if self.on_use is not None:
+            self.on_use()
+        device = execution_device(self.model)
         input_ids = torch.full((len(ids), longest), pad, dtype=torch.long)
         mask = torch.zeros((len(ids), longest), dtype=torch.bool)
         for row, seq in enumerate(ids):

@@ -22,13 +22,15 @@ class GenerationResult:
     latents: torch.Tensor  # model space
     seeds: list[int]
     timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def prompt_encoder(bundle: ModelBundle) -> PromptEncoder:
-    """One cached PromptEncoder per bundle, so the LRU embedding cache survives between calls."""
+    """One cached PromptEncoder per bundle, so the LRU embedding cache survives between calls. The text encoder is
+    made ready on the device only when a prompt really has to be encoded (not on cache hits)."""
     enc = getattr(bundle, "_prompt_encoder", None)
     if enc is None or enc.model is not bundle.text_encoder:
-        enc = PromptEncoder(bundle.text_encoder, bundle.tokenizer)
+        enc = PromptEncoder(bundle.text_encoder, bundle.tokenizer, on_use=lambda: bundle.activate("text_encoder"))
         bundle._prompt_encoder = enc
     return enc
 
@@ -63,6 +65,11 @@ def generate(
         return _generate_each(bundle, items, locals())
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    loaded = all(bundle.is_loaded(p) for p in ("transformer", "text_encoder", "vae"))
+    plan = bundle.prepare(width, height, forwards=len(items))  # the batch runs through the model together
+    if not loaded:
+        timings["load"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     if isinstance(prompts, Conditioning):
         cond = prompts
     else:
@@ -73,8 +80,8 @@ def generate(
     t0 = time.perf_counter()
     init_latents = None
     if init_image is not None:
-        init_latents = vae_ops.encode(bundle.vae, as_image_batch(init_image))
-    latents = sample(bundle.transformer, cond, width=width, height=height, steps=steps, seed=seed,
+        init_latents = vae_ops.encode(bundle.activate("vae"), as_image_batch(init_image))
+    latents = sample(bundle.activate("transformer"), cond, width=width, height=height, steps=steps, seed=seed,
                      shift=bundle.shift if shift is None else shift, images_per_prompt=images_per_prompt,
                      init_latents=init_latents, strength=strength, make_denoiser=make_denoiser, callback=callback,
                      should_stop=should_stop)
@@ -82,10 +89,10 @@ def generate(
     timings["denoise"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    images = vae_ops.decode(bundle.vae, latents, tiled=tiled_decode)
+    images = vae_ops.decode(bundle.activate("vae"), latents, tiled=tiled_decode)
     timings["decode"] = time.perf_counter() - t0
     timings["total"] = sum(timings.values())
-    return GenerationResult(images, latents, [seed + i for i in range(latents.shape[0])], timings)
+    return GenerationResult(images, latents, [seed + i for i in range(latents.shape[0])], timings, [plan.describe()])
 
 
 def _batch_items(prompts, images_per_prompt: int) -> list[tuple[object, int]]:
@@ -126,9 +133,10 @@ def _generate_each(bundle: ModelBundle, items: list[tuple[object, int]], kw: dic
             hidden_layer=kw["hidden_layer"], max_tokens=kw["max_tokens"], long_mode=kw["long_mode"],
             make_denoiser=_for_item(kw["make_denoiser"], index, n), callback=cb, should_stop=kw["should_stop"],
             tiled_decode=kw["tiled_decode"], batch_invariant=False))
-    timings = {k: sum(r.timings[k] for r in results) for k in results[0].timings}
+    timings = {k: sum(r.timings.get(k, 0.0) for r in results) for k in dict.fromkeys(k for r in results
+                                                                                      for k in r.timings)}
     return GenerationResult(torch.cat([r.images for r in results]), torch.cat([r.latents for r in results]),
-                            [kw["seed"] + i for i in range(n)], timings)
+                            [kw["seed"] + i for i in range(n)], timings, list(results[0].notes))
 
 
 def synchronize(t: torch.Tensor) -> None:

@@ -193,13 +193,15 @@ def generate_hires(
     stages: list[dict] = []
 
     t0 = time.perf_counter()
+    big_w, big_h = max(sizes, key=lambda wh: wh[0] * wh[1])
+    plan_memory = bundle.prepare(big_w, big_h, forwards=images_per_prompt)  # the largest pass decides the mode
     if isinstance(prompts, Conditioning):
         cond = prompts
     else:
         cond = prompt_encoder(bundle).encode(prompts, hidden_layer=hidden_layer, max_tokens=max_tokens,
                                              long_mode=long_mode)
     timings["text_encode"] = time.perf_counter() - t0
-    transformer = bundle.transformer
+    transformer = bundle.activate("transformer")
 
     def run(stage: int, w: int, h: int, n_steps: int, init: torch.Tensor | None, strength: float) -> torch.Tensor:
         offset = sum(evals[:stage])
@@ -232,19 +234,20 @@ def generate_hires(
         if upscale == "latent":
             init = upscale_latents(latents, w, h, latent_resampler)
         else:
-            images = vae_ops.decode(bundle.vae, latents, tiled=tiled_decode)
-            init = vae_ops.encode(bundle.vae, upscale_pixels(images, w, h))
+            vae = bundle.activate("vae")
+            init = vae_ops.encode(vae, upscale_pixels(vae_ops.decode(vae, latents, tiled=tiled_decode), w, h))
+            bundle.activate("transformer")
         synchronize(init)
         timings[f"pass{i}_upscale"] = time.perf_counter() - t
         latents = run(i, w, h, p.steps, init, p.strength)
         stages[-1]["upscale_seconds"] = timings[f"pass{i}_upscale"]
 
     t = time.perf_counter()
-    images = vae_ops.decode(bundle.vae, latents, tiled=tiled_decode)
+    images = vae_ops.decode(bundle.activate("vae"), latents, tiled=tiled_decode)
     timings["decode"] = time.perf_counter() - t
     timings["total"] = sum(timings.values())
     seeds = [seed + i for i in range(latents.shape[0])]
-    return HiresResult(images, latents, seeds, timings, stages)
+    return HiresResult(images, latents, seeds, timings, [plan_memory.describe()], passes=stages)
 
 
 __all__ = ["DEFAULT_PASSES", "HiresPass", "HiresResult", "LATENT_RESAMPLERS", "UPSCALE_MODES", "bislerp",

@@ -4,8 +4,8 @@ Two layouts are accepted:
   * a diffusers folder (Tongyi-MAI/Z-Image-Turbo: model_index.json, transformer/, text_encoder/, tokenizer/, vae/);
   * a ComfyUI `models/` folder: diffusion_models/*.safetensors (original key layout), text_encoders/qwen_3_4b*,
     vae/ae.safetensors, plus a tokenizer found per `find_tokenizer`.
-Loading is lazy (each component loads on first use) and cached: asking for the same files, device and dtype twice
-returns the same bundle.
+Loading is lazy (each component loads on first use); asking for the same files and settings again returns the same
+bundle while it is in use.
 """
 
 from __future__ import annotations
@@ -14,15 +14,18 @@ import importlib.util
 import logging
 import os
 import threading
-from collections import OrderedDict
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .checkpoints import load_text_encoder_file, load_transformer_file, load_vae_file, shipped_config
+from .checkpoints import shipped_config
 from .errors import InputError, ModelFileError
+from .fp8 import to_fp8_storage
+from .loading import check_storage, load_text_encoder_file, load_transformer_file, load_vae_file
+from .offload import MemoryPlan, Placement
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +157,18 @@ def find_model_files(
 
 
 class ModelBundle:
-    """Transformer, text encoder + tokenizer, VAE and scheduler settings; each component loads on first access."""
+    """Transformer, text encoder + tokenizer, VAE and scheduler settings; each component loads on first access (on
+    the CPU) and is placed on the compute device per the memory mode (see offload.Placement).
 
-    def __init__(self, files: ModelFiles, device: torch.device, dtype: torch.dtype):
+    storage: 'auto' | 'fp8' | 'full' (see loading.py); memory: 'auto' | 'gpu' | 'model' | 'block'."""
+
+    def __init__(self, files: ModelFiles, device: torch.device, dtype: torch.dtype, storage: str = "auto",
+                 memory: str = "auto", resident_blocks: int | None = None):
         self.files = files
         self.device = torch.device(device)
         self.dtype = dtype
+        self.storage = check_storage(storage)
+        self.placement = Placement(self.device, memory, resident_blocks)
         self.scheduler_config: dict[str, Any] = shipped_config("scheduler")
         self._lock = threading.RLock()
         self._parts: dict[str, Any] = {}
@@ -168,7 +177,8 @@ class ModelBundle:
         with self._lock:
             if name not in self._parts:
                 log.info("Loading %s from %s", name, getattr(self.files, name))
-                self._parts[name] = loader()
+                part = loader()
+                self._parts[name] = part.eval().requires_grad_(False) if isinstance(part, torch.nn.Module) else part
             return self._parts[name]
 
     @property
@@ -191,8 +201,30 @@ class ModelBundle:
     def shift(self) -> float:
         return float(self.scheduler_config.get("shift", 3.0))
 
+    @property
+    def memory_plan(self) -> MemoryPlan | None:
+        """The memory mode chosen for the last generation (None before the first)."""
+        return self.placement.plan
+
     def is_loaded(self, name: str) -> bool:
         return name in self._parts
+
+    def _models(self) -> dict[str, torch.nn.Module]:
+        return {n: self._parts[n] for n in ("transformer", "text_encoder", "vae") if n in self._parts}
+
+    def prepare(self, width: int, height: int, forwards: int = 1) -> MemoryPlan:
+        """Load the DiT, text encoder and VAE (on the CPU) and choose the memory mode for a generation at this size
+        (an error says which mode would fit when the requested one does not)."""
+        parts = {"transformer": self.transformer, "text_encoder": self.text_encoder, "vae": self.vae}
+        with self._lock:
+            return self.placement.prepare(parts, width, height, forwards)
+
+    def activate(self, name: str) -> torch.nn.Module:
+        """Make one part ready to run on the compute device (moving or streaming per the memory mode)."""
+        module = getattr(self, name)
+        with self._lock:
+            self.placement.activate(self._models(), name)
+        return module
 
     def release(self, name: str) -> None:
         """Drop one component (e.g. the text encoder after encoding) to free memory; it reloads when needed."""
@@ -204,33 +236,33 @@ class ModelBundle:
             torch.cuda.empty_cache()
 
     def _load_transformer(self):
-        if self.files.layout == "diffusers":
-            from diffusers import ZImageTransformer2DModel
+        if self.files.layout == "comfy":
+            return load_transformer_file(self.files.transformer, self.dtype, storage=self.storage)
+        from diffusers import ZImageTransformer2DModel
 
-            model = _from_pretrained(ZImageTransformer2DModel, self.files.transformer, self.dtype)
-            if list(model.config.axes_lens) != [1536, 512, 512] and model.config.dim == 3840:
-                log.warning("transformer config axes_lens=%s; Turbo uses [1536, 512, 512]", model.config.axes_lens)
-        else:
-            model = load_transformer_file(self.files.transformer, self.dtype)
-        return model.to(self.device).eval().requires_grad_(False)
+        model = _from_pretrained(ZImageTransformer2DModel, self.files.transformer, self.dtype)
+        if list(model.config.axes_lens) != [1536, 512, 512] and model.config.dim == 3840:
+            log.warning("transformer config axes_lens=%s; Turbo uses [1536, 512, 512]", model.config.axes_lens)
+        if self.storage == "fp8":
+            to_fp8_storage(model, self.dtype, lambda n: n.startswith(("layers.", "noise_refiner.", "context_refiner.")))
+        return model
 
     def _load_text_encoder(self):
-        if self.files.layout == "diffusers":
-            from transformers import Qwen3Model
+        if self.files.layout == "comfy":
+            return load_text_encoder_file(self.files.text_encoder, self.dtype, storage=self.storage)
+        from transformers import Qwen3Model
 
-            model = _from_pretrained(Qwen3Model, self.files.text_encoder, self.dtype)
-        else:
-            model = load_text_encoder_file(self.files.text_encoder, self.dtype)
-        return model.to(self.device).eval().requires_grad_(False)
+        model = _from_pretrained(Qwen3Model, self.files.text_encoder, self.dtype)
+        if self.storage == "fp8":
+            to_fp8_storage(model, self.dtype, lambda n: n.startswith("layers.") or n == "embed_tokens")
+        return model
 
     def _load_vae(self):
-        if self.files.layout == "diffusers":
-            from diffusers import AutoencoderKL
+        if self.files.layout == "comfy":
+            return load_vae_file(self.files.vae, self.dtype)
+        from diffusers import AutoencoderKL
 
-            model = _from_pretrained(AutoencoderKL, self.files.vae, self.dtype)
-        else:
-            model = load_vae_file(self.files.vae, self.dtype)
-        return model.to(self.device).eval().requires_grad_(False)
+        return _from_pretrained(AutoencoderKL, self.files.vae, self.dtype)
 
 
 def _from_pretrained(cls, folder: Path, dtype: torch.dtype):
@@ -256,9 +288,11 @@ def load_tokenizer(folder: Path):
     return tok
 
 
-_BUNDLES: OrderedDict[tuple, ModelBundle] = OrderedDict()
+# Bundles live as long as someone uses them (a ComfyUI node output, a server, a script); the cache only finds a
+# live one again. It never keeps one alive itself: ComfyUI's /free drops its node outputs and expects the weights
+# to go with them.
+_BUNDLES: weakref.WeakValueDictionary[tuple, ModelBundle] = weakref.WeakValueDictionary()
 _BUNDLES_LOCK = threading.Lock()
-MAX_CACHED_BUNDLES = 2  # switching files/dtype must not keep every earlier 20 GB bundle alive
 
 
 def load_models(
@@ -270,19 +304,22 @@ def load_models(
     tokenizer: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
+    storage: str = "auto",
+    memory: str = "auto",
+    resident_blocks: int | None = None,
 ) -> ModelBundle:
-    """The (cached, lazily loaded) bundle for these files. Errors about missing files come now, not at first use."""
+    """The lazily loaded bundle for these files (the same object while it is in use). Errors about missing files and
+    bad options come now, not at first use. storage / memory / resident_blocks: see ModelBundle."""
     files = find_model_files(models, transformer=transformer, text_encoder=text_encoder, vae=vae, tokenizer=tokenizer)
     device = torch.device(device) if device is not None else default_device()
     dtype = parse_dtype(dtype) if dtype is not None else default_dtype(device)
-    key = (files.cache_key(), str(device), str(dtype))
+    key = (files.cache_key(), str(device), str(dtype), storage, memory, resident_blocks)
     with _BUNDLES_LOCK:
-        if key not in _BUNDLES:
-            _BUNDLES[key] = ModelBundle(files, device, dtype)
-            while len(_BUNDLES) > MAX_CACHED_BUNDLES:
-                _BUNDLES.popitem(last=False)
-        _BUNDLES.move_to_end(key)
-        return _BUNDLES[key]
+        bundle = _BUNDLES.get(key)
+        if bundle is None:
+            bundle = ModelBundle(files, device, dtype, storage, memory, resident_blocks)
+            _BUNDLES[key] = bundle
+        return bundle
 
 
 def clear_cache() -> None:

@@ -203,7 +203,7 @@ def generate_route(bundle, prompts: str | list[str], *, width: int = 1024, heigh
     gen = generate(bundle, prompts, width=plan.work_width, height=plan.work_height, steps=steps, seed=seed,
                    make_denoiser=make_denoiser, callback=callback, should_stop=should_stop)
     timings["generation"] = time.perf_counter() - t
-    notes = [plan.describe()]
+    notes = [plan.describe(), *gen.notes]
     if plan.upscale:
         result = _finish(gen.images, timings, notes, scale=scale, heavy=heavy, heavy_ratio=heavy_ratio, block=128,
                          overlap=32, heavy_options=heavy_options, face_model=face_model, face_fidelity=face_fidelity,

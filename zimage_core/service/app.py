@@ -204,8 +204,8 @@ def create_app(models: str | os.PathLike | Callable[[], Any], *, queue_size: int
                route_options: dict[str, Any] | None = None, heavy_dirs: list[str | os.PathLike] | None = None,
                face_dirs: list[str | os.PathLike] | None = None, route: RouteFn = generate_route,
                preload: bool = False, tokenizer: str | os.PathLike | None = None,
-               allowed_hosts: set[str] | None = LOOPBACK_NAMES, body_timeout_s: float = BODY_TIMEOUT_S
-               ) -> web.Application:
+               allowed_hosts: set[str] | None = LOOPBACK_NAMES, body_timeout_s: float = BODY_TIMEOUT_S,
+               model_options: dict[str, Any] | None = None) -> web.Application:
     """The aiohttp application.
 
     models: a ComfyUI models/ folder or a diffusers folder (files are checked now, weights load on the first job),
@@ -217,6 +217,7 @@ def create_app(models: str | os.PathLike | Callable[[], Any], *, queue_size: int
     preload: load every model part at start-up (health shows busy until done) so the first request is not slow.
     allowed_hosts: Host names the API answers (default: loopback names); None answers any Host.
     body_timeout_s: a request body must arrive within this many seconds (408 otherwise).
+    model_options: storage / memory / resident_blocks for load_models (weight format and offload).
     """
     if timeout_s is not None and not timeout_s > 0:
         raise ValueError(f"timeout_s must be positive or None; got {timeout_s}.")
@@ -231,7 +232,7 @@ def create_app(models: str | os.PathLike | Callable[[], Any], *, queue_size: int
         from ..models import load_models
 
         root = Path(models).expanduser()
-        bundle = load_models(root, device=device, tokenizer=tokenizer)  # a wrong folder fails now, not per request
+        bundle = load_models(root, device=device, tokenizer=tokenizer, **(model_options or {}))  # fails now if wrong
         provider, label = (lambda: bundle), root.name
         default_heavy, default_face = [root / "upscale_models"], [root / "facerestore_models"]
     runner = GenerationRunner(
