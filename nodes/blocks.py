@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -42,6 +43,7 @@ class BlockSet:
     scale: int = 1
     heavy: torch.Tensor | None = None  # (N,) bool: the route each block actually took
     heavy_name: str | None = None
+    upscaler: object | None = None  # the loaded heavy model: kept alive exactly as long as ComfyUI keeps this output
 
 
 class ZImageSaliencyMap:
@@ -138,7 +140,9 @@ def _reassemble(b: Blocks) -> torch.Tensor:
     return stitch_blocks(b.nchw(), b, 1)
 
 
-_HEAVY_CACHE: dict[tuple, object] = {}
+# Loaded heavy models are found again while something uses them (this node's cached output holds its model), and
+# never kept alive by the cache itself: when ComfyUI drops its cached outputs (/free), the model goes with them.
+_HEAVY_CACHE: weakref.WeakValueDictionary[tuple, object] = weakref.WeakValueDictionary()
 _HEAVY_LOCK = threading.Lock()
 
 
@@ -173,7 +177,7 @@ def _resolve_heavy(choice: str) -> Path | None:
 
 
 def _load_heavy(spec, sd_options: dict):
-    """Heavy upscalers loaded from files are kept (one at a time) so re-running a graph does not reload them.
+    """Heavy upscalers loaded from files are found again while in use, so re-running a graph does not reload them.
 
     The cache is keyed by the model path and its mtime only: the SD x4 options (prompt, seed, steps, guidance, noise
     level) are applied to the cached instance on every call, so changing them does not reload the pipeline.
@@ -183,11 +187,11 @@ def _load_heavy(spec, sd_options: dict):
     st = spec.stat()
     key = (str(spec.resolve()), st.st_mtime_ns)
     with _HEAVY_LOCK:
-        if key not in _HEAVY_CACHE:
-            _HEAVY_CACHE.clear()
+        upscaler = _HEAVY_CACHE.get(key)
+        if upscaler is None:
             options = sd_options if spec.is_dir() else {}
-            _HEAVY_CACHE[key] = load_heavy_upscaler(spec, device=host.compute_device(), **options)
-        upscaler = _HEAVY_CACHE[key]
+            upscaler = load_heavy_upscaler(spec, device=host.compute_device(), **options)
+            _HEAVY_CACHE[key] = upscaler
         if isinstance(upscaler, SDUpscaler):
             _apply_sd_options(upscaler, sd_options)
         return upscaler
@@ -314,7 +318,7 @@ class ZImageBlockUpscaler:
         name = getattr(upscaler, "name", None)
         log.info("Block Upscaler: %d heavy (%s), %d LANCZOS, ×%d.", heavy_idx.numel(), name or "-",
                  n - heavy_idx.numel(), scale)
-        return (replace(blocks, upscaled=out, scale=int(scale), heavy=route, heavy_name=name),)
+        return (replace(blocks, upscaled=out, scale=int(scale), heavy=route, heavy_name=name, upscaler=upscaler),)
 
 
 class ZImageFeatherStitch:

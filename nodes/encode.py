@@ -54,8 +54,7 @@ class ZImageEncode:
     def encode(self, text_encoder: ZImageTextEncoder, text: str, hidden_layer: int = -2,
                long_prompt_mode: str = "truncate", max_tokens: int = MAX_CAPTION_TOKENS) -> tuple:
         bundle = text_encoder.bundle
-        with host.timed("generation"):
-            host.use_models(bundle.text_encoder)
+        with host.timed("text_encode"), host.models_ready(bundle.text_encoder):
             cond = prompt_encoder(bundle).encode(text, hidden_layer=hidden_layer, max_tokens=max_tokens,
                                                  long_mode=long_prompt_mode)
         return (cond.to("cpu"),)

@@ -87,17 +87,19 @@ def folder_paths_for(folder: str) -> list[Path]:
 
 
 def list_files(folder: str) -> list[str]:
-    """Model files in a folder, relative names (what the combo widgets show)."""
+    """Model files in a folder, relative names (what the combo widgets show). GGUF files are included: ComfyUI's own
+    list leaves them out (its loaders do not read them), ours do."""
+    found: set[str] = set()
     if _fp is not None:
         try:
-            return list(_fp.get_filename_list(folder))
-        except Exception:  # noqa: BLE001
+            found.update(_fp.get_filename_list(folder))
+        except Exception:  # noqa: BLE001 - unknown folder name
             return []
-    found: set[str] = set()
+    suffixes = (".gguf",) if _fp is not None else MODEL_SUFFIXES
     for base in folder_paths_for(folder):
         if base.is_dir():
             for p in base.rglob("*"):
-                if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES:
+                if p.is_file() and p.suffix.lower() in suffixes:
                     found.add(p.relative_to(base).as_posix())
     return sorted(found)
 
@@ -192,35 +194,80 @@ def _patcher_for(module: torch.nn.Module):
         return patcher
 
 
-def use_models(*modules: torch.nn.Module | None) -> None:
-    """Make these modules ready on the compute device. Inside ComfyUI they go through the memory manager (one
-    ModelPatcher each; other models are offloaded to make room, and ours are offloaded when others need it);
-    outside ComfyUI they already are where zimage_core loaded them."""
+def _stream_wanted(mods: list[torch.nn.Module], extra_bytes: int, device: torch.device) -> bool:
+    """Block streaming instead of full residency: when ComfyUI runs with --lowvram / --novram, or when the modules
+    and their working memory could not fit the device even with everything else unloaded."""
+    from zimage_core.offload import weight_bytes
+
+    if device.type != "cuda":
+        return False
+    state = getattr(_mm, "vram_state", None)
+    if state is not None and getattr(state, "name", "") in ("LOW_VRAM", "NO_VRAM"):
+        return True
+    need = sum(weight_bytes(m) for m in mods) + extra_bytes + _mm.minimum_inference_memory()
+    return need > _mm.get_total_memory(device)
+
+
+def _unload_ours(patchers: list) -> None:
+    """Take our patchers out of ComfyUI's loaded set (their weights go back to the CPU), keeping every other model."""
+    ours = {id(p) for p in patchers}
+    keep = [e for e in getattr(_mm, "current_loaded_models", []) if id(getattr(e, "model", None)) not in ours]
+    _mm.free_memory(1e30, compute_device(), keep_loaded=keep)
+
+
+@contextlib.contextmanager
+def models_ready(*modules: torch.nn.Module | None, extra_bytes: int = 0) -> Iterator[str]:
+    """Make these modules ready on the compute device for the work inside the block; yields the mode used.
+
+    Outside ComfyUI: 'local' (they already are where zimage_core placed them). Inside ComfyUI:
+      'full'   through the memory manager: one ModelPatcher each, sized by the bytes actually stored (fp8 and GGUF
+               count their compact bytes); other models are offloaded to make room, ours when others need it;
+      'block'  with --lowvram / --novram, or when they cannot fit the device: the DiT and the text encoder stream
+               their blocks from CPU memory (zimage_core.offload), ComfyUI frees room for one block group plus the
+               working memory, and modules without blocks (the VAE) are moved for the work and back after it.
+    """
+    from zimage_core.offload import block_footprint, disable_block_offload, enable_block_offload
+
     mods = [m for m in modules if m is not None]
     if not mods or _mm is None or _patcher is None:
+        yield "local"
         return
-    patchers = []
-    for m in mods:
-        patcher = _patcher_for(m)
-        patcher.size = 0  # re-measured on load: LoRA adapters added since the last use must count too
-        patchers.append(patcher)
-    _mm.load_models_gpu(patchers, force_full_load=True)  # our modules cannot run partially loaded
-    target = compute_device()
-    for m in mods:
-        where = next(m.parameters()).device
-        if where.type != target.type:
-            raise RuntimeError(
-                f"ComfyUI left a Z-Image model on {where} instead of {target} (this happens with --novram or a "
-                "low-VRAM mode that loads models partially). Z-Image modules must be fully on the GPU: start ComfyUI "
-                "without --novram, or free VRAM and retry.")
+    device = compute_device()
+    patchers = [_patcher_for(m) for m in mods]
+    if not _stream_wanted(mods, extra_bytes, device):
+        for m, patcher in zip(mods, patchers):
+            disable_block_offload(m)
+            patcher.size = 0  # re-measured on load: LoRA adapters added since the last use must count too
+        _mm.load_models_gpu(patchers, memory_required=extra_bytes, force_full_load=True)
+        yield "full"
+        return
+    _unload_ours(patchers)
+    streamed = [m for m in mods if any(isinstance(c, torch.nn.ModuleList) for c in m.children())]
+    moved = [m for m in mods if m not in streamed]
+    _mm.free_memory(sum(block_footprint(m, 1) for m in streamed) + sum(_bytes(m) for m in moved) + extra_bytes,
+                    device)
+    for m in streamed:
+        enable_block_offload(m, device, resident_blocks=1)
+    for m in moved:
+        m.to(device)
+    try:
+        yield "block"
+    finally:
+        for m in moved:
+            m.to(load_device())
+
+
+def _bytes(module: torch.nn.Module) -> int:
+    from zimage_core.offload import weight_bytes
+
+    return weight_bytes(module)
 
 
 def free_memory_for(module: torch.nn.Module) -> None:
     """Ask ComfyUI to free room for a module we move ourselves (upscale/face models, like its upscale node)."""
     if _mm is None:
         return
-    size = sum(p.numel() * p.element_size() for p in module.parameters())
-    _mm.free_memory(size * 2, _mm.get_torch_device())
+    _mm.free_memory(_bytes(module) * 2, _mm.get_torch_device())
 
 
 def soft_empty_cache() -> None:

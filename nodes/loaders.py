@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from zimage_core.models import ModelBundle, default_dtype, load_models, parse_dtype
+from zimage_core.offload import HOST_MANAGED
 
 from . import host
 
@@ -17,7 +18,7 @@ MODEL = "ZIMAGE_MODEL"
 TEXT_ENCODER = "ZIMAGE_TEXT_ENCODER"
 VAE = "ZIMAGE_VAE"
 NO_DIFFUSERS = "none (use the three files)"
-DTYPES = ("auto", "bf16", "fp16", "fp32")
+WEIGHT_DTYPES = ("auto", "fp8_e4m3fn", "bf16", "fp16", "fp32")
 CATEGORY = "Z-Image/loaders"
 
 
@@ -69,9 +70,11 @@ class ZImageLoader:
     DESCRIPTION = ("Loads Z-Image-Turbo: the diffusion transformer (models/diffusion_models, e.g. "
                    "z_image_turbo_bf16.safetensors), the Qwen3-4B text encoder (models/text_encoders, "
                    "qwen_3_4b.safetensors) and the Flux VAE (models/vae, ae.safetensors), or a whole diffusers folder "
-                   "(models/diffusers). Each part loads on first use and is cached; inside ComfyUI the weights are "
-                   "managed by ComfyUI's memory manager (offloaded when other models need the VRAM). bf16 and fp8 "
-                   "files load; other quantised formats (GGUF, nvfp4, int8) are refused with a message naming them.")
+                   "(models/diffusers). Each part loads on first use; inside ComfyUI the weights are managed by its "
+                   "memory manager (offloaded when other models need the VRAM; with --lowvram / --novram, or when a "
+                   "model cannot fit, its blocks stream from CPU memory). bf16, fp8, ComfyUI scaled-fp8 and GGUF "
+                   "(Q8_0, Q6_K, Q5_K, Q4_K, …) files load and stay compact on the GPU; nvfp4 / mxfp8 / int8 "
+                   "repacks are refused with a message naming them.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = (MODEL, TEXT_ENCODER, VAE)
@@ -85,16 +88,20 @@ class ZImageLoader:
         return {
             "required": {
                 "diffusion_model": _combo(host.list_files("diffusion_models"), ("z_image", "zimage", "z-image"),
-                                          "Z-Image transformer file from models/diffusion_models (bf16 or fp8 "
-                                          ".safetensors, original or diffusers key layout)."),
+                                          "Z-Image transformer file from models/diffusion_models: bf16, fp8 or "
+                                          "scaled-fp8 .safetensors, or a GGUF (Q8_0, Q6_K, Q5_K_M, Q4_K_M, …)."),
                 "text_encoder": _combo(host.list_files("text_encoders"), ("qwen_3_4b", "qwen3", "qwen"),
-                                       "Qwen3-4B text encoder file from models/text_encoders. The tokenizer comes "
-                                       "from ComfyUI's bundled Qwen tokenizer (or models/tokenizer)."),
+                                       "Qwen3-4B text encoder file from models/text_encoders (.safetensors in "
+                                       "bf16/fp8, or a GGUF). The tokenizer comes from ComfyUI's bundled Qwen "
+                                       "tokenizer (or models/tokenizer)."),
                 "vae": _combo(host.list_files("vae"), ("ae.", "flux", "z_image"),
                               "Flux autoencoder from models/vae (ae.safetensors)."),
-                "weight_dtype": (list(DTYPES), {"default": "auto",
-                                                "tooltip": "Precision the weights are kept in. auto = bf16 on a GPU, "
-                                                           "fp32 on the CPU. fp8 files are upcast to this."}),
+                "weight_dtype": (list(WEIGHT_DTYPES), {
+                    "default": "auto",
+                    "tooltip": "How the weights are kept. auto: as the file is (fp8 and GGUF stay compact; bf16 "
+                               "files in bf16 on a GPU, fp32 on the CPU). fp8_e4m3fn: store the transformer and "
+                               "text-encoder weights in fp8 (half of bf16; each layer is upcast when it runs). "
+                               "bf16 / fp16 / fp32: everything in that precision (compact files are expanded)."}),
             },
             "optional": {
                 "diffusers_folder": ([NO_DIFFUSERS] + host.list_dirs("diffusers"),
@@ -107,15 +114,20 @@ class ZImageLoader:
 
     def load(self, diffusion_model: str, text_encoder: str, vae: str, weight_dtype: str = "auto",
              diffusers_folder: str = NO_DIFFUSERS) -> tuple:
-        dtype = default_dtype(host.compute_device()) if weight_dtype == "auto" else parse_dtype(weight_dtype)
-        device = host.load_device()
+        dtype, storage = default_dtype(host.compute_device()), "auto"
+        if weight_dtype == "fp8_e4m3fn":
+            storage = "fp8"
+        elif weight_dtype != "auto":
+            dtype, storage = parse_dtype(weight_dtype), "full"
+        options = dict(device=host.load_device(), dtype=dtype, storage=storage,
+                       memory=HOST_MANAGED if host.inside_comfyui() else "auto")
         if diffusers_folder and diffusers_folder != NO_DIFFUSERS:
-            bundle = load_models(host.full_path("diffusers", diffusers_folder), device=device, dtype=dtype)
+            bundle = load_models(host.full_path("diffusers", diffusers_folder), **options)
         else:
             dit = host.full_path("diffusion_models", diffusion_model)
             root = host.models_dir() if host.models_dir().is_dir() else dit.parent.parent  # tokenizer search root
-            bundle = load_models(root, transformer=str(dit), text_encoder=str(host.full_path("text_encoders", text_encoder)),
-                                 vae=str(host.full_path("vae", vae)), device=device, dtype=dtype)
+            bundle = load_models(root, transformer=str(dit), vae=str(host.full_path("vae", vae)),
+                                 text_encoder=str(host.full_path("text_encoders", text_encoder)), **options)
         return (ZImageModel(bundle), ZImageTextEncoder(bundle), ZImageVAE(bundle))
 
 

@@ -18,6 +18,7 @@ from zimage_core.guidance.diversity import make_diversity_fn
 from zimage_core.guidance.dype import DEFAULT_METHOD, METHODS, DyPE
 from zimage_core.guidance.slg import DEFAULT_SLG_END, DEFAULT_SLG_LAYERS, DEFAULT_SLG_START
 from zimage_core.lora import apply_loras, loaded_loras
+from zimage_core.offload import dit_activation_bytes, vae_decode_bytes
 from zimage_core.sample import StepInfo, sample
 from zimage_core.schedule import DEFAULT_SHIFT
 
@@ -150,8 +151,8 @@ class ZImageSampler:
                                      "Flux latent (EmptySD3LatentImage, or VAE Encode with ae.safetensors).")
                 init = vae_ops.to_model_space(latent["samples"].float(), vae)
             elif image is not None:
-                host.use_models(vae)
-                init = vae_ops.encode(vae, image)
+                with host.models_ready(vae, extra_bytes=vae_decode_bytes(image.shape[2], image.shape[1])):
+                    init = vae_ops.encode(vae, image)
             if init is not None:
                 height, width = int(init.shape[-2]) * 8, int(init.shape[-1]) * 8
                 if init.shape[0] > 1:
@@ -164,7 +165,6 @@ class ZImageSampler:
                 denoise = 1.0
 
             transformer = bundle.transformer
-            host.use_models(transformer)
             if model.loras or loaded_loras(transformer):
                 apply_loras(transformer, list(model.loras))
 
@@ -186,10 +186,12 @@ class ZImageSampler:
             def on_step(info: StepInfo) -> None:
                 progress.update(info.step, info.total, preview(info.denoised) if preview is not None else None)
 
-            latents = sample(transformer, positive, width=width, height=height, steps=steps, seed=seed, shift=shift,
-                             images_per_prompt=batch_size, init_latents=init, strength=denoise if init is not None
-                             else 1.0, make_denoiser=guided_denoiser(options), callback=on_step,
-                             should_stop=host.should_stop)
+            working = dit_activation_bytes(width, height, forwards=batch_size * (2 if cfg_scale > 0 else 1))
+            with host.models_ready(transformer, extra_bytes=working):
+                latents = sample(transformer, positive, width=width, height=height, steps=steps, seed=seed,
+                                 shift=shift, images_per_prompt=batch_size, init_latents=init,
+                                 strength=denoise if init is not None else 1.0, make_denoiser=guided_denoiser(options),
+                                 callback=on_step, should_stop=host.should_stop)
             raw = vae_ops.to_vae_space(latents, vae)
         return ({"samples": raw.cpu()},)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from zimage_core import vae as vae_ops
 from zimage_core.errors import Interrupted
+from zimage_core.offload import vae_decode_bytes
 
 from . import host
 from .loaders import VAE, ZImageVAE
@@ -36,8 +37,8 @@ class ZImageVAEDecode:
 
     def decode(self, vae: ZImageVAE, samples: dict) -> tuple:
         module = vae.module
-        with host.timed("generation"):
-            host.use_models(module)
+        h, w = (int(d) * 8 for d in samples["samples"].shape[-2:])
+        with host.timed("decode"), host.models_ready(module, extra_bytes=vae_decode_bytes(w, h)):
             images = vae_ops.decode(module, _model_space(module, samples))
         return (images.cpu(),)
 
@@ -69,8 +70,9 @@ class ZImageTiledVAEDecode(ZImageVAEDecode):
             if done < total and host.should_stop():
                 raise Interrupted(f"Tiled decode stopped by the user after tile {done}/{total}.")
 
-        with host.timed("generation"), host.interruptible():
-            host.use_models(module)
+        tile_px = min(tile_size, max(int(d) * 8 for d in samples["samples"].shape[-2:]))
+        with host.timed("decode"), host.interruptible(), host.models_ready(
+                module, extra_bytes=vae_decode_bytes(tile_px, tile_px)):
             images = vae_ops.decode(module, _model_space(module, samples), tiled=True, tile=tile_size // 8,
                                     overlap=overlap // 8, on_tile=on_tile)
         return (images.cpu(),)
