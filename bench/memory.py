@@ -234,22 +234,35 @@ def tiny() -> dict:
                                                     not k.endswith("pad_token") else v for k, v in sd.items()}), {}),
              "scaled fp8 file": (variant("scaled", scaled), {}),
              "fp32 file stored as fp8": (ref_dir, {"storage": "fp8"})}
-    try:
-        from zimage_core.testing.gguf import save_gguf_transformer
+    # K-quants need rows of a multiple of 256 values: a second tiny tree whose DiT (dim 768) and text encoder
+    # (hidden 256) allow them; its fp32 files are the reference of the GGUF cases
+    from zimage_core.testing import tiny_tokenizer, tiny_vae, transformer_to_original, vae_to_original, TINY_VAE
+    from zimage_core.testing.gguf import kquant_tiny_text_encoder, kquant_tiny_transformer, save_gguf_transformer
 
-        for q in ("Q8_0", "Q4_K"):
-            d = root / q
-            shutil.copytree(ref_dir, d)
-            (d / dit_rel).unlink()
-            save_gguf_transformer(load_file(str(ref_dir / dit_rel)), d / "diffusion_models" / f"tiny-{q}.gguf",
-                                  qtype=q)
-            cases[f"GGUF {q}"] = (d, {})
-    except ImportError as err:
-        print(f"GGUF cases skipped: {err}")
+    kq = root / "kquant_ref"
+    for sub in ("diffusion_models", "text_encoders", "vae"):
+        (kq / sub).mkdir(parents=True)
+    dit_sd = transformer_to_original(kquant_tiny_transformer(0).state_dict())
+    save_file(dit_sd, str(kq / "diffusion_models" / "z_image_kquant.safetensors"))
+    save_file({"model." + k: v.contiguous() for k, v in kquant_tiny_text_encoder(0, 151936).state_dict().items()},
+              str(kq / "text_encoders" / "qwen_3_4b_kquant.safetensors"))
+    save_file(vae_to_original(tiny_vae(0).state_dict(), len(TINY_VAE["block_out_channels"])),
+              str(kq / "vae" / "ae.safetensors"))
+    tiny_tokenizer(kq / "tokenizer")
+    kq_ref = generate(load_models(kq, device="cpu", dtype="fp32"), prompt, **kw).images
+    gguf_cases = {}
+    for q in ("Q8_0", "Q4_K"):
+        d = root / q
+        shutil.copytree(kq, d)
+        (d / "diffusion_models" / "z_image_kquant.safetensors").unlink()
+        save_gguf_transformer(dit_sd, d / "diffusion_models" / f"z_image_kquant-{q}.gguf", qtype=q)
+        gguf_cases[f"GGUF {q} DiT (dim 768)"] = (d, {})
     errors = {}
-    for name, (folder, opts) in cases.items():
-        img = generate(load_models(folder, device="cpu", dtype="fp32", **opts), prompt, **kw).images
-        errors[name] = {"mean_abs": float((img - ref).abs().mean()), "max_abs": float((img - ref).abs().max())}
+    for group, reference in ((cases, ref), (gguf_cases, kq_ref)):
+        for name, (folder, opts) in group.items():
+            img = generate(load_models(folder, device="cpu", dtype="fp32", **opts), prompt, **kw).images
+            errors[name] = {"mean_abs": float((img - reference).abs().mean()),
+                            "max_abs": float((img - reference).abs().max())}
     identical = {}
     for memory, blocks in (("model", None), ("block", 1), ("block", 2)):
         img = generate(load_models(ref_dir, device="cpu", dtype="fp32", memory=memory, resident_blocks=blocks),
