@@ -130,11 +130,14 @@ def cmd_generate(args) -> dict:
     t0 = time.perf_counter()
     make_denoiser = None
     if args.negative:
-        from .guidance import GuidanceOptions, guided_denoiser
         from .generate import prompt_encoder
+        from .guidance import GuidanceOptions, guided_denoiser
+        from .guidance.settings import NagSettings
 
         neg = prompt_encoder(bundle).encode([args.negative])  # one negative for every image
-        make_denoiser = guided_denoiser(GuidanceOptions(negative=neg, nag_scale=3.0, nag_tau=2.5, nag_alpha=0.25))
+        nag = NagSettings()
+        make_denoiser = guided_denoiser(GuidanceOptions(negative=neg, nag_scale=nag.scale, nag_tau=nag.tau,
+                                                        nag_alpha=nag.alpha))
     result = generate(bundle, args.prompt, width=args.width, height=args.height, steps=args.steps, seed=args.seed,
                       shift=args.shift, images_per_prompt=args.batch, make_denoiser=make_denoiser)
     timings = {"load": time.perf_counter() - t0 - result.timings["total"], **result.timings}

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import Interrupted, ModelFileError, ZImageError
+from ..guidance.settings import NagSettings
 from ..pipeline import RouteResult, encode_jpeg_base64, generate_route
 from ..weights import resolve_inside
 from .request import GenerateRequest, RequestError
 
 LOADED_PARTS = ("transformer", "text_encoder", "vae", "tokenizer")
 ROUTE_OPTION_KEYS = ("scale", "work_max", "heavy_ratio", "heavy_options", "face_fidelity")
-NAG_SETTINGS = {"nag_scale": 3.0, "nag_tau": 2.5, "nag_alpha": 0.25}  # NAG's "sensible on" values
 
 BundleProvider = Callable[[], Any]
 RouteFn = Callable[..., RouteResult]
@@ -112,8 +112,9 @@ class GenerationRunner:
                                    "timing_report": {k: round(float(v), 6) for k, v in result.timings.items()},
                                    "notes": list(result.notes)}
         if req.negative_prompt:
-            payload["notes"].append("negative prompt applied with NAG (" + ", ".join(
-                f"{k.removeprefix('nag_')} {v:g}" for k, v in NAG_SETTINGS.items()) + ")")
+            nag = NagSettings()
+            payload["notes"].append(f"negative prompt applied with NAG (scale {nag.scale:g}, tau {nag.tau:g}, alpha "
+                                    f"{nag.alpha:g})")
         if len(images) > 1:
             payload["images"], payload["seeds"] = images, seeds
         return payload
@@ -129,7 +130,7 @@ def _resolve(name: str | None, roots: list[Path], what: str) -> Path | None:
 
 
 def _nag_denoiser(bundle: Any, negative: str):
-    """NAG with its 'sensible on' settings (Turbo has no CFG, so NAG is how a negative prompt acts)."""
+    """NAG at its default settings (Turbo has no CFG, so NAG is how a negative prompt acts)."""
     try:
         from ..generate import prompt_encoder
         from ..guidance import GuidanceOptions, guided_denoiser
@@ -137,7 +138,8 @@ def _nag_denoiser(bundle: Any, negative: str):
         raise RequestError(f"negative_prompt needs NAG guidance, which this installation lacks ({err}).",
                            "negative_prompt") from err
     neg = prompt_encoder(bundle).encode([negative])  # one entry applies to every prompt of the batch
-    return guided_denoiser(GuidanceOptions(negative=neg, **NAG_SETTINGS))
+    nag = NagSettings()
+    return guided_denoiser(GuidanceOptions(negative=neg, nag_scale=nag.scale, nag_tau=nag.tau, nag_alpha=nag.alpha))
 
 
-__all__ = ["GenerationRunner", "LOADED_PARTS", "NAG_SETTINGS", "ROUTE_OPTION_KEYS"]
+__all__ = ["GenerationRunner", "LOADED_PARTS", "ROUTE_OPTION_KEYS"]
