@@ -5,9 +5,9 @@ NODE_CLASS_MAPPINGS / NODE_DISPLAY_NAME_MAPPINGS collect every family's NODES / 
 
 from __future__ import annotations
 
-from . import blocks, encode, faces, loaders, sampler, vae
+from . import blocks, bridges, encode, faces, guidance, loaders, sampler, vae
 
-_FAMILIES = (loaders, encode, sampler, vae, blocks, faces)
+_FAMILIES = (loaders, encode, bridges, guidance, sampler, vae, blocks, faces)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

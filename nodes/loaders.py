@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from zimage_core.encode import Conditioning
+from zimage_core.guidance.settings import GuidanceSettings
 from zimage_core.models import ModelBundle, default_dtype, load_models, parse_dtype
 from zimage_core.offload import HOST_MANAGED
 
@@ -24,10 +26,13 @@ CATEGORY = "Z-Image/loaders"
 
 @dataclass(frozen=True)
 class ZImageModel:
-    """The diffusion transformer handle: the bundle plus the LoRAs to activate when sampling."""
+    """The diffusion transformer handle: the bundle, the LoRAs to activate when sampling, and the guidance the
+    guidance nodes attached (with the NAG node's own negative prompt, if it has one)."""
 
     bundle: ModelBundle
     loras: tuple[tuple[str, float], ...] = field(default_factory=tuple)
+    guidance: GuidanceSettings = field(default_factory=GuidanceSettings)
+    nag_negative: Conditioning | None = None
 
 
 @dataclass(frozen=True)

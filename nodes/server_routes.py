@@ -29,7 +29,6 @@ ROUTE = "/zimage/generate"
 TIMEOUT_S = 900.0
 POLL_S = 0.25
 ROUTE_SCALE = 4
-NAG = {"nag_scale": 3.0, "nag_tau": 2.5, "nag_alpha": 0.25}  # the headless API's negative_prompt settings
 CLIENT_ID = "zimage-generate-route"
 _registered = False
 
@@ -100,9 +99,9 @@ def build_prompt(prompts: list[str], *, width: int, height: int, steps: int, see
         p = f"p{i}_"
         sampler_inputs: dict[str, Any] = {
             "model": ["loader", 0], "positive": [p + "encode", 0], "width": work_w, "height": work_h,
-            "steps": steps, "seed": seed + i, "shift": 3.0, "denoise": 1.0}
-        if negative_prompt:
-            sampler_inputs.update(negative=["negative", 0], **NAG)
+            "steps": steps, "seed": seed + i, "shift": 3.0, "denoise": 1.0, "batch_size": 1}
+        if negative_prompt:  # a connected negative acts through NAG at its default ("on") settings
+            sampler_inputs["negative"] = ["negative", 0]
         g[p + "encode"] = {"class_type": "ZImageEncode", "inputs": {
             "text_encoder": ["loader", 1], "text": text, "hidden_layer": -2, "long_prompt_mode": "truncate",
             "max_tokens": 1504}}

@@ -13,7 +13,8 @@ from nodes_pack import load_pack
 EXPECTED = {"ZImageLoader", "ZImageLoraLoader", "ZImageEncode", "ZImageSaveEmbeddings", "ZImageLoadEmbeddings",
             "ZImageSampler", "ZImageVAEDecode", "ZImageTiledVAEDecode", "ZImageSaliencyMap", "ZImageBlockSlicer",
             "ZImageBlockClassifier", "ZImageBlockUpscaler", "ZImageFeatherStitch", "ZImageFaceRestore",
-            "ZImageFaceRestoreModelLoader", "ZImageResize"}
+            "ZImageFaceRestoreModelLoader", "ZImageResize", "ZImageNAG", "ZImageSLG", "ZImageDyPE", "ZImageCFG",
+            "ZImageSeedDiversity", "ZImageSchedule", "ZImageToConditioning", "ZImageFromConditioning"}
 PRIMITIVES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 
 
@@ -71,10 +72,11 @@ def test_node_declaration(pack, name):
     assert callable(fn)
     sig = inspect.signature(fn)
     params = sig.parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     required, optional = spec["required"], spec.get("optional", {})
     for section, inputs in (("required", required), ("optional", optional)):
         for input_name, decl in inputs.items():
-            assert input_name in params, f"{name}.{cls.FUNCTION} does not accept {section} input {input_name}"
+            assert input_name in params or takes_any, f"{name}.{cls.FUNCTION} does not accept {section} input {input_name}"
             assert isinstance(decl, tuple) and 1 <= len(decl) <= 2
             kind = decl[0]
             opts = decl[1] if len(decl) > 1 else {}
@@ -90,11 +92,12 @@ def test_node_declaration(pack, name):
                     assert d <= opts["max"], f"{name}.{input_name} default above max"
             else:
                 assert isinstance(kind, str) and kind.isupper()
-            if section == "optional":
+            if section == "optional" and input_name in params:
                 assert params[input_name].default is not inspect.Parameter.empty, \
                     f"optional input {input_name} needs a default in {cls.FUNCTION}"
     for p in params.values():  # nothing the executor would not pass
-        assert p.name in required or p.name in optional or p.default is not inspect.Parameter.empty
+        assert (p.name in required or p.name in optional or p.default is not inspect.Parameter.empty
+                or p.kind is inspect.Parameter.VAR_KEYWORD)
     # every required input can be bound by name
     sig.bind(**{k: None for k in required})
 

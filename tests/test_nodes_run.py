@@ -153,27 +153,6 @@ def test_sampler_rejects_non_flux_latent(pack, loaded, conds):
         sampler(pack, loaded[0], conds[0], latent={"samples": torch.zeros(1, 4, 8, 8)}, denoise=0.5)
 
 
-def test_seed_diversity_option(pack, loaded, conds, t2i):
-    model, _, _ = loaded
-    off = sampler(pack, model, conds[0], seed_diversity=0.0)
-    torch.testing.assert_close(off["samples"], t2i["samples"], rtol=0, atol=0)
-    on = sampler(pack, model, conds[0], seed_diversity=1.0)
-    assert (on["samples"] - t2i["samples"]).abs().max() > 1e-5
-
-
-def test_classic_cfg_option(pack, loaded, conds, t2i):
-    from zimage_core.errors import ZImageError
-
-    model, _, _ = loaded
-    pos, neg = conds
-    off = sampler(pack, model, pos, negative=neg, cfg_scale=0.0)
-    torch.testing.assert_close(off["samples"], t2i["samples"], rtol=0, atol=0)
-    cfg = sampler(pack, model, pos, negative=neg, cfg_scale=3.0, cfg_normalization=1.0)
-    assert (cfg["samples"] - t2i["samples"]).abs().max() > 1e-4
-    with pytest.raises(ZImageError, match="negative"):
-        sampler(pack, model, pos, cfg_scale=3.0)
-
-
 def test_img2img_from_latent_and_image(pack, loaded, conds, t2i):
     model, _, vae = loaded
     img = call(pack, "ZImageVAEDecode", vae=vae, samples=t2i)[0]
@@ -187,21 +166,80 @@ def test_img2img_from_latent_and_image(pack, loaded, conds, t2i):
     assert from_image["samples"].shape == (2, 16, SIZE // 8, SIZE // 8)
 
 
-def test_guidance_options_act(pack, loaded, conds, t2i):
+def guided(pack, model, node: str, **widgets):
+    return call(pack, node, model=model, **widgets)[0]
+
+
+def test_guidance_nodes_switched_off_are_bit_identical(pack, loaded, conds, t2i):
+    """Each guidance node at its 'off' setting leaves the sampler's output exactly as without the node."""
     model, _, _ = loaded
     pos, neg = conds
-    off = sampler(pack, model, pos, negative=neg)  # NAG scale 1: the negative does nothing
-    torch.testing.assert_close(off["samples"], t2i["samples"], rtol=0, atol=0)
-    nag = sampler(pack, model, pos, negative=neg, nag_scale=4.0, nag_tau=2.5, nag_alpha=0.25)
-    assert (nag["samples"] - t2i["samples"]).abs().max() > 1e-4
-    slg = sampler(pack, model, pos, slg_scale=2.0, slg_layers="1-2", slg_start=1.0, slg_end=0.0)
-    assert (slg["samples"] - t2i["samples"]).abs().max() > 1e-4
-    small = sampler(pack, model, pos, dype=True)  # ≤ 1024 px: DyPE is exactly off
-    torch.testing.assert_close(small["samples"], t2i["samples"], rtol=0, atol=0)
+    off = guided(pack, model, "ZImageNAG", scale=1.0, tau=2.5, alpha=0.25)  # NAG off: the negative does nothing
+    off = guided(pack, off, "ZImageSLG", scale=0.0, layers="1-2", start=1.0, end=0.0)
+    off = guided(pack, off, "ZImageDyPE", method="off", scale=2.0, exponent=2.0)
+    off = guided(pack, off, "ZImageCFG", scale=0.0, normalization=1.0, truncation=0.5)
+    off = guided(pack, off, "ZImageSeedDiversity", strength=0.0)
+    assert off.bundle is model.bundle and off.guidance.slg.layers == "1-2"  # chained, nothing reloaded
+    torch.testing.assert_close(sampler(pack, off, pos, negative=neg)["samples"], t2i["samples"], rtol=0, atol=0)
+    small = guided(pack, model, "ZImageDyPE", method="vision_yarn", scale=2.0, exponent=2.0)  # ≤ 1024 px: off
+    torch.testing.assert_close(sampler(pack, small, pos)["samples"], t2i["samples"], rtol=0, atol=0)
+
+
+def test_guidance_nodes_act(pack, loaded, conds, t2i):
+    from zimage_core.errors import ZImageError
+
+    model, _, _ = loaded
+    pos, neg = conds
+    moved = lambda out: (out["samples"] - t2i["samples"]).abs().max() > 1e-4  # noqa: E731
+    assert moved(sampler(pack, model, pos, negative=neg))  # a connected negative acts through NAG by default
+    nag = guided(pack, model, "ZImageNAG", scale=4.0, tau=2.5, alpha=0.25, negative=neg)  # negative on the node
+    assert moved(sampler(pack, nag, pos))
+    slg = guided(pack, model, "ZImageSLG", scale=2.0, layers="1-2", start=1.0, end=0.0)
+    assert moved(sampler(pack, slg, pos))
+    assert moved(sampler(pack, guided(pack, model, "ZImageSeedDiversity", strength=1.0), pos))
+    cfg = guided(pack, model, "ZImageCFG", scale=3.0, normalization=1.0, truncation=1.0)
+    assert moved(sampler(pack, cfg, pos, negative=neg))
+    with pytest.raises(ZImageError, match="negative"):
+        sampler(pack, cfg, pos)
+    wide = guided(pack, model, "ZImageDyPE", method="yarn", scale=2.0, exponent=2.0)
     wide_plain = sampler(pack, model, pos, width=1280, height=64, steps=1)
-    wide_dype = sampler(pack, model, pos, width=1280, height=64, steps=1, dype=True, dype_method="yarn")
+    wide_dype = sampler(pack, wide, pos, width=1280, height=64, steps=1)
     assert wide_dype["samples"].shape == (1, 16, 8, 160)
     assert (wide_dype["samples"] - wide_plain["samples"]).abs().max() > 1e-4
+
+
+def test_guidance_node_settings_are_checked(pack, loaded):
+    from zimage_core.errors import InputError
+
+    with pytest.raises(InputError, match="backwards"):
+        guided(pack, loaded[0], "ZImageSLG", scale=2.0, layers="12-7", start=1.0, end=0.0)
+    with pytest.raises(InputError, match="window"):
+        guided(pack, loaded[0], "ZImageSLG", scale=2.0, layers="1", start=0.5, end=0.9)
+
+
+def test_sampler_explains_a_native_model(pack, conds):
+    from zimage_core.errors import InputError
+
+    with pytest.raises(InputError, match="KSampler"):
+        sampler(pack, object(), conds[0])
+
+
+def test_schedule_node_is_the_sampler_schedule(pack):
+    from zimage_core.schedule import flow_sigmas
+
+    (sigmas,) = call(pack, "ZImageSchedule", steps=9, shift=3.0, denoise=1.0)
+    assert torch.equal(sigmas, flow_sigmas(9, 3.0))
+    assert len(call(pack, "ZImageSchedule", steps=8, shift=3.0, denoise=0.5)[0]) == 5
+
+
+def test_conditioning_bridges_round_trip(pack, conds):
+    native = call(pack, "ZImageToConditioning", conditioning=conds[0])[0]
+    assert native[0][0].shape == (1, *conds[0].embeds[0].shape) and native[0][0].dtype == torch.float32
+    back = call(pack, "ZImageFromConditioning", conditioning=native)[0]
+    torch.testing.assert_close(back.embeds[0], conds[0].embeds[0].float())
+    padded = [[torch.cat([native[0][0], torch.zeros(1, 3, native[0][0].shape[-1])], 1),
+               {"attention_mask": torch.cat([torch.ones(1, native[0][0].shape[1]), torch.zeros(1, 3)], 1)}]]
+    assert call(pack, "ZImageFromConditioning", conditioning=padded)[0].embeds[0].shape == conds[0].embeds[0].shape
 
 
 def test_lora_chain_applies_and_unloads(pack, loaded, conds, t2i, models_dir):
