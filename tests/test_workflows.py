@@ -18,34 +18,29 @@ import torch
 
 from nodes_pack import REPO, load_pack
 
+CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+
 WF_DIR = REPO / "workflows"
-NAMES = ("text_to_image", "image_to_image", "full_pipeline", "hires_2048_dype", "upscale_existing_image")
+NAMES = ("text_to_image", "image_to_image", "full_pipeline", "hires_2048_dype", "upscale_existing_image",
+         "native_graph_guidance")
 USER_FILES = {"z_image_turbo_bf16.safetensors", "qwen_3_4b.safetensors", "ae.safetensors", "4x-UltraSharp.pth",
               "none (LANCZOS only)", "GFPGANv1.4.pth"}
 
-# Core ComfyUI node types the workflows may use (ComfyUI 0.18.1 /object_info): socket inputs, outputs, widgets
-# (name, check) in order, and UI-only values saved after a widget (LoadImage's upload button).
-_ANY_STR = ("STRING", None)
-CORE = {
-    "LoadImage": {"inputs": {}, "outputs": ["IMAGE", "MASK"], "widgets": [("image", "FILE")],
-                  "ui_after": {"image": {"image"}}},
-    "SaveImage": {"inputs": {"images": "IMAGE"}, "outputs": [], "widgets": [("filename_prefix", _ANY_STR)]},
-    "PreviewImage": {"inputs": {"images": "IMAGE"}, "outputs": [], "widgets": []},
-    "UpscaleModelLoader": {"inputs": {}, "outputs": ["UPSCALE_MODEL"], "widgets": [("model_name", "FILE")]},
-    "ImageScale": {"inputs": {"image": "IMAGE"}, "outputs": ["IMAGE"],
-                   "widgets": [("upscale_method", ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]),
-                               ("width", ("INT", {"min": 0, "max": 16384})),
-                               ("height", ("INT", {"min": 0, "max": 16384})), ("crop", ["disabled", "center"])]},
-    "Note": {"inputs": {}, "outputs": [], "widgets": [("text", _ANY_STR)], "virtual": True},
-    "MarkdownNote": {"inputs": {}, "outputs": [], "widgets": [("text", _ANY_STR)], "virtual": True},
-}
+# Core ComfyUI node types (ComfyUI 0.18.1 /object_info), from the table the generator uses too
+sys.path.insert(0, str(WF_DIR))
+from core_nodes import CORE_NODES  # noqa: E402
+
+CORE = {name: {"inputs": dict(node.sockets), "outputs": [kind for _, kind in node.outputs],
+               "widgets": [(w, check) for w, check, _ in node.widgets],
+               "ui_after": {w: ({"image"} if w == "image" else CONTROL_VALUES) for w in node.ui_after},
+               "virtual": node.virtual} for name, node in CORE_NODES.items()}
 # Combos that list installed files/folders: any file name is valid (the user's machine decides).
 FILE_COMBOS = {("ZImageLoader", "diffusion_model"), ("ZImageLoader", "text_encoder"), ("ZImageLoader", "vae"),
                ("ZImageLoader", "diffusers_folder"), ("ZImageLoraLoader", "lora_name"),
                ("ZImageLoadEmbeddings", "embeddings"), ("ZImageBlockUpscaler", "heavy_model"),
-               ("ZImageFaceRestoreModelLoader", "model_name")}
+               ("ZImageFaceRestoreModelLoader", "model_name"), ("UNETLoader", "unet_name"),
+               ("CLIPLoader", "clip_name"), ("VAELoader", "vae_name")}
 PRIMITIVES = ("INT", "FLOAT", "STRING", "BOOLEAN")
-CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +164,10 @@ def test_links_typed_at_both_ends(pack, ui_files):
             assert [(i["name"], i["type"]) for i in d["inputs"]] == list(d_desc["inputs"].items()), \
                 f"{where}: {d['type']} inputs"
             assert s_desc["outputs"][src_slot] == kind, f"{where}: {s['type']} output {src_slot} is not {kind}"
-            assert d["inputs"][dst_slot]["type"] == kind, f"{where}: {d['type']} input {dst_slot} is not {kind}"
+            # ComfyUI accepts a link when the comma-separated type sets intersect ("MODEL,ZIMAGE_MODEL" → MODEL)
+            dst_kind = d["inputs"][dst_slot]["type"]
+            assert set(dst_kind.split(",")) & set(kind.split(",")), f"{where}: {d['type']} input {dst_slot} " \
+                                                                     f"({dst_kind}) does not take {kind}"
             # both ends refer back to the link
             assert d["inputs"][dst_slot]["link"] == link_id, where
             assert link_id in s["outputs"][src_slot]["links"], where
@@ -208,6 +206,9 @@ def test_default_model_files_are_what_users_have(ui_files):
             if n["type"] == "ZImageLoader":
                 assert n["widgets_values"][:3] == ["z_image_turbo_bf16.safetensors", "qwen_3_4b.safetensors",
                                                    "ae.safetensors"], name
+            if n["type"] in ("UNETLoader", "CLIPLoader", "VAELoader"):
+                assert n["widgets_values"][0] in {"z_image_turbo_bf16.safetensors", "qwen_3_4b.safetensors",
+                                                  "ae.safetensors"}, name
             if n["type"] in ("ZImageBlockUpscaler", "UpscaleModelLoader", "ZImageFaceRestoreModelLoader"):
                 assert n["widgets_values"][0] in USER_FILES, f"{name}: {n['widgets_values'][0]}"
                 seen.add(n["widgets_values"][0])

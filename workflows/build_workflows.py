@@ -27,6 +27,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(HERE))
+from core_nodes import CORE_NODES, INPUT_ORDER  # noqa: E402
 from nodes_pack import load_pack  # noqa: E402  (the one way to import the pack without ComfyUI; tests use it too)
 
 # The model files users have (DESIGN §3); combo widgets that list files accept any name here.
@@ -47,7 +49,8 @@ FILE_COMBOS = {
     ("ZImageLoader", "diffusion_model"), ("ZImageLoader", "text_encoder"), ("ZImageLoader", "vae"),
     ("ZImageLoader", "diffusers_folder"), ("ZImageLoraLoader", "lora_name"), ("ZImageLoadEmbeddings", "embeddings"),
     ("ZImageBlockUpscaler", "heavy_model"), ("ZImageFaceRestoreModelLoader", "model_name"),
-    ("LoadImage", "image"), ("UpscaleModelLoader", "model_name"),
+    ("LoadImage", "image"), ("UpscaleModelLoader", "model_name"), ("UNETLoader", "unet_name"),
+    ("CLIPLoader", "clip_name"), ("VAELoader", "vae_name"),
 }
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
@@ -66,25 +69,15 @@ class Spec:
     ui_widgets: int = 0  # front-end-only widgets our web/ extension adds (for sizing only; never serialized)
 
 
-def _core(sockets=(), widgets=(), outputs=(), ui_after=None, virtual=False) -> Spec:
-    order = tuple(n for n, _ in sockets) + tuple(n for n, _ in widgets)
-    return Spec(tuple(sockets), tuple(widgets), tuple(outputs), order, dict(ui_after or {}), virtual)
+def core_spec(name: str) -> Spec:
+    """A Spec from the shared description of a core ComfyUI node (workflows/core_nodes.py)."""
+    node = CORE_NODES[name]
+    widgets = tuple((w, default) for w, _, default in node.widgets)
+    order = INPUT_ORDER.get(name) or tuple(n for n, _ in node.sockets) + tuple(w for w, _ in widgets)
+    return Spec(node.sockets, widgets, node.outputs, order, dict(node.ui_after), node.virtual)
 
 
-# Core ComfyUI nodes the workflows use (checked against ComfyUI 0.18.1's /object_info).
-CORE: dict[str, Spec] = {
-    "LoadImage": _core(widgets=[("image", FILES["image"])], outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")],
-                       ui_after={"image": "image"}),  # the upload button's widget value
-    "SaveImage": _core(sockets=[("images", "IMAGE")], widgets=[("filename_prefix", "ComfyUI")]),
-    "PreviewImage": _core(sockets=[("images", "IMAGE")]),
-    "UpscaleModelLoader": _core(widgets=[("model_name", FILES["upscaler"])],
-                                outputs=[("UPSCALE_MODEL", "UPSCALE_MODEL")]),
-    "ImageScale": _core(sockets=[("image", "IMAGE")],
-                        widgets=[("upscale_method", "nearest-exact"), ("width", 512), ("height", 512),
-                                 ("crop", "disabled")], outputs=[("IMAGE", "IMAGE")]),
-    "Note": _core(widgets=[("text", "")], virtual=True),
-    "MarkdownNote": _core(widgets=[("text", "")], virtual=True),
-}
+CORE: dict[str, Spec] = {name: core_spec(name) for name in CORE_NODES}
 UI_EXTRA_WIDGETS = {"ZImageSampler": 1, "ZImageEncode": 1}  # web/zimage.js: aspect preset / style preset combos
 
 
@@ -365,12 +358,13 @@ def _sampler_note(extra: str = "") -> str:
 Turbo is distilled: **9 steps** (= model evaluations), **no CFG**, shift 3. Sizes snap to multiples of 16 (the
 *aspect preset* combo under the widgets sets 18 common sizes; it is front-end only and not saved).
 
-- **negative** works through **NAG** (Normalized Attention Guidance): nag_scale 1 = off, 2-5 = on
-  (τ 2.5, α 0.25 are good "on" values).
-- **SLG** (skip-layer guidance, slg_scale > 0) sharpens structure; one extra model call per active step.
-- **DyPE** keeps composition intact above 1024² (no effect at or below 1024 px per side).
-- **seed** is *fixed* here so the example is reproducible; switch *control after generate* to randomize.
-  Turbo varies little with the seed: **seed_diversity** 0.25-0.5 varies the composition.
+Guidance is attached to the model by the **Z-Image guidance nodes** (chain them between the loader and the
+sampler; they also work on ComfyUI's own MODEL with KSampler):
+- **negative** works through **NAG** (Normalized Attention Guidance); the *Z-Image NAG* node tunes it
+  (scale 1 = off, 2-5 = on; τ 2.5, α 0.25).
+- **Z-Image SLG** (skip-layer guidance) sharpens structure; one extra model call per active step.
+- **Z-Image DyPE** keeps composition intact above 1024² (no effect at or below 1024 px per side).
+- **Z-Image Seed Diversity**: Turbo varies little with the seed; 0.25-0.5 varies the composition.
 {extra}
 The output LATENT is in the raw Flux-VAE space: native **VAE Decode** with `ae.safetensors` decodes it too.
 """
@@ -433,10 +427,10 @@ The second encode is the **negative** prompt: it acts through NAG in the sampler
     pos = _encode(g, C1, loader, PROMPT, "Positive prompt")
     neg = _encode(g, C1, loader, NEGATIVE, "Negative prompt (NAG)")
     snote = g.note(C2, _sampler_note(), title="Sampling", width=360)
-    sampler = g.add("ZImageSampler", C2, links={"model": (loader, "model"), "positive": (pos, "conditioning"),
+    nag = g.add("ZImageNAG", C2, links={"model": (loader, "model")}, width=360)
+    sampler = g.add("ZImageSampler", C2, links={"model": (nag, "model"), "positive": (pos, "conditioning"),
                                                 "negative": (neg, "conditioning")},
-                    widgets={"width": 1024, "height": 1024, "steps": 9, "seed": SEED, "nag_scale": 3.0,
-                             "nag_tau": 2.5, "nag_alpha": 0.25})
+                    widgets={"width": 1024, "height": 1024, "steps": 9, "seed": SEED})
     dnote = g.note(C3, """
 ## Decode & save
 **Z-Image VAE Decode** turns the latent into an image (it switches to a seamless tiled decode by itself above
@@ -447,7 +441,7 @@ The second encode is the **negative** prompt: it acts through NAG in the sampler
     save = g.add("SaveImage", C3, links={"images": (decode, "image")}, widgets={"filename_prefix": "zimage_t2i"})
     g.group("1. Models", [intro, models, loader], GROUP_COLORS["models"])
     g.group("2. Prompts", [pnote, pos, neg], GROUP_COLORS["prompt"])
-    g.group("3. Sample", [snote, sampler], GROUP_COLORS["sample"])
+    g.group("3. Sample", [snote, nag, sampler], GROUP_COLORS["sample"])
     g.group("4. Decode & save", [dnote, decode, save], GROUP_COLORS["output"])
     return g
 
@@ -585,13 +579,14 @@ Large images reward detailed prompts: describe the background and the textures, 
                   "wooden cabin and a red canoe, pine forests, snow-capped peaks, mist in the valleys, crisp "
                   "detail, landscape photography", "Prompt")
     snote = g.note(C2, _sampler_note("""
-**DyPE settings**: dype on, method *vision_yarn* (default; yarn and ntk also offered), dype_scale (λs) 2,
-dype_exponent (λt) 2 (higher = fades to plain RoPE sooner). Base size is 1024: at ≤ 1024 px per side DyPE does
-nothing, so the same graph also works for small images.
+**Z-Image DyPE** node: method *vision_yarn* (default; yarn and ntk also offered), scale (λs) 2, exponent (λt) 2
+(higher = fades to plain RoPE sooner). Base size is 1024: at ≤ 1024 px per side DyPE does nothing, so the same
+graph also works for small images.
 """), title="Sampling (2048², DyPE)", width=360)
-    sampler = g.add("ZImageSampler", C2, links={"model": (loader, "model"), "positive": (pos, "conditioning")},
-                    widgets={"width": 2048, "height": 2048, "steps": 9, "seed": SEED, "dype": True,
-                             "dype_method": "vision_yarn", "dype_scale": 2.0, "dype_exponent": 2.0})
+    dype = g.add("ZImageDyPE", C2, links={"model": (loader, "model")},
+                 widgets={"method": "vision_yarn", "scale": 2.0, "exponent": 2.0}, width=360)
+    sampler = g.add("ZImageSampler", C2, links={"model": (dype, "model"), "positive": (pos, "conditioning")},
+                    widgets={"width": 2048, "height": 2048, "steps": 9, "seed": SEED})
     dnote = g.note(C3, """
 ## Tiled decode & save
 **Tiled VAE Decode** decodes 512 px tiles with 128 px raised-cosine overlaps: a 2048² decode in bounded VRAM with
@@ -603,7 +598,7 @@ no visible seams. Save writes `output/zimage_2048_dype_NNNNN_.png`.
                  widgets={"filename_prefix": "zimage_2048_dype"}, height=460)
     g.group("1. Models", [intro, why, loader], GROUP_COLORS["models"])
     g.group("2. Prompt", [pnote, pos], GROUP_COLORS["prompt"])
-    g.group("3. Sample at 2048² with DyPE", [snote, sampler], GROUP_COLORS["sample"])
+    g.group("3. Sample at 2048² with DyPE", [snote, dype, sampler], GROUP_COLORS["sample"])
     g.group("4. Tiled decode & save", [dnote, decode, save], GROUP_COLORS["output"])
     return g
 
@@ -652,12 +647,83 @@ the Block Upscaler's **heavy_model** combo.
     return g
 
 
+def native_graph_guidance(specs) -> Graph:
+    g = Graph("native_graph_guidance", specs)
+    intro = g.note(C0, """
+# Z-Image guidance in the native ComfyUI graph
+ComfyUI's own Z-Image graph — **UNETLoader** (bf16, fp8 or a GGUF loader), **CLIPLoader** (type *lumina2*),
+**ModelSamplingAuraFlow** (shift 3), **KSampler** (cfg 1) — with the Z-Image guidance nodes chained on its MODEL,
+then the block-upscale route on the decoded image.
+
+ComfyUI's own *NAGuidance* and *SkipLayerGuidanceDiT* do nothing on Z-Image (they hook places this model never
+calls); these nodes work through ComfyUI's public hooks and leave the loaded model unchanged.
+""", title="About this workflow")
+    files = g.note(C0, """
+## Models
+- `diffusion_models/z_image_turbo_bf16.safetensors`
+- `text_encoders/qwen_3_4b.safetensors`
+- `vae/ae.safetensors`
+
+(Comfy-Org/z_image_turbo on Hugging Face, `split_files/`.) One set of weights serves the whole graph: the guidance
+nodes patch a clone of the native model, nothing is loaded twice.
+""", title="Models")
+    unet = g.add("UNETLoader", C0, widgets={"unet_name": FILES["diffusion_model"], "weight_dtype": "default"})
+    clip = g.add("CLIPLoader", C0, widgets={"clip_name": FILES["text_encoder"], "type": "lumina2",
+                                            "device": "default"})
+    vae = g.add("VAELoader", C0, widgets={"vae_name": FILES["vae"]})
+    gnote = g.note(C1, """
+## Guidance on the native MODEL
+- **Z-Image NAG**: the negative prompt acts at cfg 1 (KSampler's negative input is used).
+- **Z-Image SLG**: skips layers 7-12 in one extra pass during the early steps: sharper structure.
+- **Z-Image DyPE**: only acts above 1024² (e.g. set the latent to 2048×1152).
+Bypass a node (Ctrl+B) to compare. KSampler's *simple* scheduler gives Turbo's exact schedule at 8 steps; for 9,
+use SamplerCustom with **Z-Image Schedule**.
+""", title="Guidance", width=360)
+    aura = g.add("ModelSamplingAuraFlow", C1, links={"model": (unet, "MODEL")}, widgets={"shift": 3.0}, width=360)
+    nag = g.add("ZImageNAG", C1, links={"model": (aura, "MODEL")}, width=360)
+    slg = g.add("ZImageSLG", C1, links={"model": (nag, "model")}, width=360)
+    dype = g.add("ZImageDyPE", C1, links={"model": (slg, "model")}, width=360)
+    pos = g.add("CLIPTextEncode", C2, links={"clip": (clip, "CLIP")}, widgets={"text": PROMPT},
+                title="Positive prompt", width=400)
+    neg = g.add("CLIPTextEncode", C2, links={"clip": (clip, "CLIP")}, widgets={"text": NEGATIVE},
+                title="Negative prompt (NAG)", width=400)
+    latent = g.add("EmptySD3LatentImage", C2, widgets={"width": 1024, "height": 1024, "batch_size": 1}, width=400)
+    sampler = g.add("KSampler", C3, links={"model": (dype, "model"), "positive": (pos, "CONDITIONING"),
+                                           "negative": (neg, "CONDITIONING"), "latent_image": (latent, "LATENT")},
+                    widgets={"seed": SEED, "steps": 8, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
+                             "denoise": 1.0}, width=360, height=330)
+    decode = g.add("VAEDecode", C3, links={"samples": (sampler, "LATENT"), "vae": (vae, "VAE")}, width=360)
+    bnote = g.note(C4, BLOCKS_NOTE + """
+Then faces are restored and the result (×4) is saved.
+""", title="Blocks & faces", width=380)
+    saliency = g.add("ZImageSaliencyMap", C4, links={"image": (decode, "IMAGE")}, width=380)
+    slicer = g.add("ZImageBlockSlicer", C4, links={"image": (decode, "IMAGE")},
+                   widgets={"block_size": 128, "overlap": 32}, width=380)
+    classify = g.add("ZImageBlockClassifier", C4, links={"blocks": (slicer, "blocks"),
+                                                         "saliency": (saliency, "saliency")},
+                     widgets={"heavy_ratio": -1.0}, width=380)
+    upscale = g.add("ZImageBlockUpscaler", C5, links={"blocks": (classify, "blocks")},
+                    widgets={"heavy_model": FILES["upscaler"], "scale": ROUTE_SCALE, "batch_size": 8}, width=420)
+    stitch = g.add("ZImageFeatherStitch", C5, links={"blocks": (upscale, "blocks")}, width=420)
+    face_model = g.add("ZImageFaceRestoreModelLoader", C5, widgets={"model_name": FILES["face_model"]}, width=420)
+    faces = g.add("ZImageFaceRestore", C5, links={"image": (stitch, "image"), "face_model": (face_model, "face_model")},
+                  widgets={"fidelity": 1.0, "detector": "auto", "min_confidence": 0.5, "max_faces": 0}, width=420)
+    save = g.add("SaveImage", C5, links={"images": (faces, "image")}, widgets={"filename_prefix": "zimage_native"})
+    g.group("Native models", [intro, files, unet, clip, vae], GROUP_COLORS["models"])
+    g.group("Z-Image guidance on MODEL", [gnote, aura, nag, slg, dype], GROUP_COLORS["sample"])
+    g.group("Prompts & KSampler", [pos, neg, latent, sampler, decode], GROUP_COLORS["prompt"])
+    g.group("Block route ×4 · faces · save", [bnote, saliency, slicer, classify, upscale, stitch, face_model, faces,
+                                                save], GROUP_COLORS["blocks"])
+    return g
+
+
 WORKFLOWS = {
     "text_to_image": text_to_image,
     "image_to_image": image_to_image,
     "full_pipeline": full_pipeline,
     "hires_2048_dype": hires_2048_dype,
     "upscale_existing_image": upscale_existing_image,
+    "native_graph_guidance": native_graph_guidance,
 }
 
 
