@@ -1,5 +1,5 @@
 // Pure, DOM-free logic for the Z-Image Turbo front-end extension (web/zimage.js).
-// Kept separate so it can be unit-tested with `node --test web/tests` (no browser, no ComfyUI).
+// Kept separate so it can be unit-tested with Node (tests/web; no browser, no ComfyUI).
 // ComfyUI also loads this file as an extension module; it only exports functions and has no side effects.
 
 /** Z-Image works in 16 px units (VAE factor 8 x patch 2). */

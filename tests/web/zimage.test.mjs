@@ -1,10 +1,11 @@
-// Unit tests for the pure front-end logic. Run: node --test web/tests
+// Unit tests for the pure front-end logic of web/ (kept out of web/, which ComfyUI serves to every browser).
+// Run: node --experimental-detect-module --test tests/web
 import test from "node:test";
 import assert from "node:assert/strict";
 import {
     ASPECT_PRESETS, BLOCK_CLASS_COLORS, CUSTOM, STYLE_NONE, STYLE_PRESETS,
     applyStyle, detectStyle, matchPreset, presetByLabel, presetLabels, rgbCss, snapSize, stripStyle, styleNames, trimSeparators,
-} from "../zimage_presets.js";
+} from "../../web/zimage_presets.js";
 
 const RATIOS = ["1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9", "9:21"];
 
