@@ -21,6 +21,7 @@ from zimage_core.blocks import (DEFAULT_BLOCK, DEFAULT_OVERLAP, Blocks, Classifi
                                 slice_blocks, stitch_blocks)
 from zimage_core.errors import InputError, Interrupted
 from zimage_core.images import check_pixels
+from zimage_core.model_choice import AUTO, pick_heavy_upscaler
 
 from . import host
 
@@ -146,10 +147,20 @@ _HEAVY_CACHE: weakref.WeakValueDictionary[tuple, object] = weakref.WeakValueDict
 _HEAVY_LOCK = threading.Lock()
 
 
-def _heavy_choices() -> list[str]:
-    sd = [SD_PREFIX + d for folder in ("diffusers", "upscale_models") for d in host.list_dirs(folder)
-          if _is_sd_upscaler(folder, d)]
-    return [NO_HEAVY] + host.list_files("upscale_models") + sd
+def heavy_choices() -> list[str]:
+    """The Block Upscaler's heavy_model combo: auto, none, the upscale model files, the SD x4 folders."""
+    return [AUTO, NO_HEAVY] + host.list_files("upscale_models") + _sd_folders()
+
+
+def _sd_folders() -> list[str]:
+    return [SD_PREFIX + d for folder in ("diffusers", "upscale_models") for d in host.list_dirs(folder)
+            if _is_sd_upscaler(folder, d)]
+
+
+def resolve_auto_heavy() -> tuple[str, str]:
+    """What 'auto' means now: (combo choice, why) from the files installed."""
+    choice, why = pick_heavy_upscaler(host.list_files("upscale_models"), _sd_folders())
+    return (choice or NO_HEAVY), why
 
 
 def _is_sd_upscaler(folder: str, name: str) -> bool:
@@ -164,6 +175,9 @@ def _is_sd_upscaler(folder: str, name: str) -> bool:
 
 
 def _resolve_heavy(choice: str) -> Path | None:
+    if choice == AUTO:
+        choice, why = resolve_auto_heavy()
+        log.info("Block Upscaler: heavy model %s", why)
     if not choice or choice == NO_HEAVY:
         return None
     if choice.startswith(SD_PREFIX):
@@ -238,11 +252,13 @@ class ZImageBlockUpscaler:
             "required": {
                 "blocks": (BLOCKS, {"tooltip": "Blocks from Block Classifier (or straight from Block Slicer: then "
                                                "every block takes the heavy route when a heavy model is set)."}),
-                "heavy_model": (_heavy_choices(), {"default": NO_HEAVY,
-                                                   "tooltip": "Heavy upscaler: a file in models/upscale_models, or "
-                                                              "'SD x4: <folder>' for a Stable Diffusion x4 "
-                                                              "upscaler diffusers folder. Ignored when an "
-                                                              "upscale_model is connected."}),
+                "heavy_model": (heavy_choices(), {"default": AUTO,
+                                                  "tooltip": "Heavy upscaler: auto (the first ×4 model installed — an "
+                                                             "SD x4 folder, else a file named 4x/x4/esrgan/"
+                                                             "ultrasharp — else LANCZOS only), none, a file in "
+                                                             "models/upscale_models, or 'SD x4: <folder>' for a "
+                                                             "Stable Diffusion x4 upscaler diffusers folder. Ignored "
+                                                             "when an upscale_model is connected."}),
                 "scale": ("INT", {"default": 4, "min": 1, "max": 8,
                                   "tooltip": "Upscale factor of every block (the stitched image is this many "
                                              "times larger)."}),

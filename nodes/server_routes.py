@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from zimage_core.model_choice import AUTO, pick_face_model
 from zimage_core.pipeline import TIMING_STAGES, encode_jpeg_base64, plan_route
 from zimage_core.service.request import Limits, RequestError, parse_request
 
@@ -33,48 +34,27 @@ CLIENT_ID = "zimage-generate-route"
 _registered = False
 
 
-_X4_NAMES = (re.compile(r"4x|x4", re.IGNORECASE), re.compile(r"esrgan|ultrasharp", re.IGNORECASE))  # best first
-
-
 def default_choices() -> dict[str, Any]:
-    """Which model files the route uses: the loader's preferred defaults; the heavy upscaler (an SD x4 folder first,
-    then an upscale model file whose name says ×4 — 4x / x4 / esrgan / ultrasharp; otherwise LANCZOS, since a 1×/2×
-    model or a restorer is not a ×4 upscaler); the first GFPGAN file (none = faces skipped: the route's face step is
-    GFPGAN's, so e.g. a CodeFormer file is not picked). `heavy_note` / `face_note` say what was chosen and why."""
-    from .blocks import NO_HEAVY, SD_PREFIX, _heavy_choices
+    """Which model files the route uses: the loader's preferred defaults, and for the heavy upscaler and the face
+    model what 'auto' picks (zimage_core.model_choice); `heavy_note` / `face_note` say what was chosen and why."""
+    from .blocks import NO_HEAVY, heavy_choices, resolve_auto_heavy
     from .faces import FACE_FOLDER
     from .loaders import ZImageLoader
 
     req = ZImageLoader.INPUT_TYPES()["required"]
     picks = {name: req[name][1].get("default") for name in ("diffusion_model", "text_encoder", "vae")}
-    heavy_list = _heavy_choices()
-    sd = [h for h in heavy_list if h.startswith(SD_PREFIX)]
-    files = [h for h in heavy_list if h != NO_HEAVY and not h.startswith(SD_PREFIX)]
-    x4 = [h for pattern in _X4_NAMES for h in files if pattern.search(Path(h).name)]
-    if sd:
-        heavy, heavy_note = sd[0], f"heavy upscaler: {sd[0]} (default: first SD x4 upscaler folder)"
-    elif x4:
-        heavy, heavy_note = x4[0], (f"heavy upscaler: {x4[0]} (default: first upscale model named 4x/x4/esrgan/"
-                                    "ultrasharp)")
-    else:
-        heavy, heavy_note = NO_HEAVY, ("heavy upscaler: " + NO_HEAVY + " (default: no SD x4 folder and no upscale "
-                                       "model named 4x/x4/esrgan/ultrasharp in models/upscale_models)")
+    files = {name: list(req[name][0]) for name in ("diffusion_model", "text_encoder", "vae")}
+    heavy, why = resolve_auto_heavy()
     host.register_folder(FACE_FOLDER)
     faces = host.list_files(FACE_FOLDER)
-    gfpgan = [f for f in faces if "gfpgan" in Path(f).name.lower()]
-    if gfpgan:
-        face, face_note = gfpgan[0], f"faces: {gfpgan[0]}"
-    elif faces:
-        face, face_note = None, ("faces: skipped (no GFPGAN file in models/facerestore_models; the other files "
-                                 "there are not GFPGAN models — pass face_model to choose one)")
-    else:
-        face, face_note = None, "faces: skipped (no GFPGAN in models/facerestore_models)"
-    return {**picks, "heavy_choices": heavy_list, "heavy": heavy, "heavy_note": heavy_note,
-            "face_choices": faces, "face_model": face, "face_note": face_note}
+    face, face_why = pick_face_model(faces)
+    return {**picks, "files": files, "heavy_choices": [c for c in heavy_choices() if c != AUTO], "heavy": heavy,
+            "heavy_note": f"heavy upscaler: {why}", "face_choices": faces, "face_model": face,
+            "face_note": f"faces: {face_why}", "no_heavy": NO_HEAVY}
 
 
 def build_prompt(prompts: list[str], *, width: int, height: int, steps: int, seed: int, diffusion_model: str,
-                 text_encoder: str, vae: str, heavy: str, face_model: str | None,
+                 text_encoder: str, vae: str, heavy: str = AUTO, face_model: str = AUTO,
                  negative_prompt: str | None = None) -> tuple[dict, list[str]]:
     """The full-pipeline API graph (one branch per prompt, prompt i at seed + i) and the ids of its output nodes.
 
@@ -88,8 +68,7 @@ def build_prompt(prompts: list[str], *, width: int, height: int, steps: int, see
         "loader": {"class_type": "ZImageLoader", "inputs": {
             "diffusion_model": diffusion_model, "text_encoder": text_encoder, "vae": vae, "weight_dtype": "auto"}},
     }
-    if face_model is not None:
-        g["face_model"] = {"class_type": "ZImageFaceRestoreModelLoader", "inputs": {"model_name": face_model}}
+    g["face_model"] = {"class_type": "ZImageFaceRestoreModelLoader", "inputs": {"model_name": face_model}}
     if negative_prompt:
         g["negative"] = {"class_type": "ZImageEncode", "inputs": {
             "text_encoder": ["loader", 1], "text": negative_prompt, "hidden_layer": -2,
@@ -111,11 +90,10 @@ def build_prompt(prompts: list[str], *, width: int, height: int, steps: int, see
         last = [p + "decode", 0]
         if plan.upscale:
             last = _block_route(g, p, last, heavy)
-        if face_model is not None:
-            g[p + "faces"] = {"class_type": "ZImageFaceRestore", "inputs": {
-                "image": last, "face_model": ["face_model", 0], "fidelity": 1.0, "detector": "auto",
-                "min_confidence": 0.5, "max_faces": 0}}
-            last = [p + "faces", 0]
+        g[p + "faces"] = {"class_type": "ZImageFaceRestore", "inputs": {
+            "image": last, "face_model": ["face_model", 0], "fidelity": 1.0, "detector": "auto",
+            "min_confidence": 0.5, "max_faces": 0}}
+        last = [p + "faces", 0]
         if plan.upscale:
             g[p + "resize"] = {"class_type": "ZImageResize", "inputs": {"image": last, "width": width,
                                                                          "height": height}}
@@ -210,7 +188,15 @@ async def handle_generate(request) -> Any:
     if missing:
         return _error(500, "server model files: no Z-Image " + ", ".join(missing) + " file in ComfyUI's model "
                       "folders (models/diffusion_models, models/text_encoders, models/vae).")
-    heavy, face = choices["heavy"], choices["face_model"]
+    for field, folder in (("diffusion_model", "diffusion_models"), ("text_encoder", "text_encoders"),
+                          ("vae", "vae")):
+        wanted = getattr(req, field)
+        if wanted is not None:
+            if wanted not in choices["files"][field]:
+                return _error(400, f"{field} '{wanted}' is not a file in ComfyUI's models/{folder}; choose one of: "
+                              + (", ".join(choices["files"][field][:20]) or "(none installed)"), field)
+            choices[field] = wanted
+    heavy, face = AUTO, AUTO  # the nodes resolve "auto" exactly as default_choices() reports it
     heavy_note, face_note = choices["heavy_note"], choices["face_note"]
     if req.heavy is not None:
         if req.heavy not in choices["heavy_choices"]:

@@ -138,6 +138,26 @@ def test_negative_prompt_uses_nag_or_says_why(server):
     assert plain["image"] != out["image"]  # the negative prompt changed the result
 
 
+def test_request_chooses_model_files_by_name_inside_the_folders(server):
+    body = {"prompts": ["a cat"], "width": 64, "height": 64, "steps": 1, "seed": 1}
+    status, _, out = post(server.url + "/generate", {**body, "diffusion_model": "z_image_turbo_tiny.safetensors",
+                                                     "vae": "ae_tiny.safetensors"})
+    assert status == 200 and out["warnings"] == [], out
+    assert out["image"] == post(server.url + "/generate", body)[2]["image"]  # the same files as the default
+    for field, name in (("diffusion_model", "../vae/ae_tiny.safetensors"), ("text_encoder", "/etc/passwd"),
+                        ("vae", "missing.safetensors")):
+        status, _, out = post(server.url + "/generate", {**body, field: name})
+        assert status == 400 and out["field"] == field, out
+
+
+def test_fixed_model_set_servers_refuse_model_names():
+    app = create_app(lambda: object(), queue_size=1, timeout_s=10, route=SlowRoute())
+    with BackgroundServer(app) as srv:
+        status, _, out = post(srv.url + "/generate", {"prompts": ["a"], "width": 64, "height": 64,
+                                                      "diffusion_model": "x.safetensors"})
+        assert status == 400 and out["field"] == "diffusion_model" and "fixed" in out["error"], out
+
+
 @pytest.mark.parametrize("name", ["../secret.safetensors", "../diffusion_models/z_image_turbo_tiny.safetensors",
                                   "/etc/passwd", "missing.safetensors"])
 def test_model_names_outside_folders_refused(server, name):

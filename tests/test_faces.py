@@ -137,7 +137,7 @@ def test_detector_options_are_validated():
 def test_missing_packages_fall_back_or_say_what_to_install(monkeypatch, astronaut):
     monkeypatch.setattr(detect_mod._MediaPipeBackend, "_cache", {})
     monkeypatch.setitem(sys.modules, "mediapipe", None)  # what an environment without mediapipe looks like
-    with pytest.raises(ImportError, match="pip install 'mediapipe"):
+    with pytest.raises(ImportError, match='pip install "mediapipe>=0.10.14,<0.10.32"'):
         FaceDetector("mediapipe")
     auto = FaceDetector("auto")
     assert auto.backend == "haar" and "mediapipe" in auto.fallback_reason
@@ -146,8 +146,13 @@ def test_missing_packages_fall_back_or_say_what_to_install(monkeypatch, astronau
     assert report.detector == "haar" and report.fallback_reason and "Haar" in report.summary()
     monkeypatch.setattr(detect_mod._HaarBackend, "_instance", None)
     monkeypatch.setitem(sys.modules, "cv2", None)
-    with pytest.raises(ImportError, match="No face detector available.*opencv-python-headless<5"):
+    with pytest.raises(ImportError) as info:
         FaceDetector("auto")
+    message = str(info.value)  # one sentence, one install command, no doubled punctuation
+    assert message.startswith("No face detector can run here (mediapipe is not importable")
+    assert message.count("pip install") == 1 and ".." not in message and "\n" not in message
+    with pytest.raises(ImportError, match='pip install "opencv-python-headless<5"'):
+        FaceDetector("haar")
 
 
 class _NeverCalled(FaceRestorer):

@@ -177,7 +177,7 @@ def test_route_default_choices(tmp_path, monkeypatch):
     c = server_routes.default_choices()
     assert c["heavy"] == "none (LANCZOS only)" and "4x/x4" in c["heavy_note"]
     assert c["face_model"] is None and c["face_choices"] == ["codeformer.pth"]
-    assert "skipped" in c["face_note"] and "GFPGAN" in c["face_note"]
+    assert "not restored" in c["face_note"] and "GFPGAN" in c["face_note"]
 
     _touch(ups / "RealESRGAN_general.pth")
     assert server_routes.default_choices()["heavy"] == "RealESRGAN_general.pth"
@@ -190,7 +190,7 @@ def test_route_default_choices(tmp_path, monkeypatch):
 
     _touch(faces / "GFPGANv1.4.pth")
     c = server_routes.default_choices()
-    assert c["face_model"] == "GFPGANv1.4.pth" and c["face_note"] == "faces: GFPGANv1.4.pth"
+    assert c["face_model"] == "GFPGANv1.4.pth" and c["face_note"].startswith("faces: GFPGANv1.4.pth (auto")
 
 
 def test_route_encodes_each_image_once_off_the_event_loop(monkeypatch):

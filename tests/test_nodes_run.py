@@ -101,7 +101,7 @@ def test_loader_lists_comfy_folders(pack, models_dir):
     assert host.models_dir() == models_dir
     assert host.list_files("upscale_models") == ["tiny_esrgan_x4.safetensors"]
     spec = pack.NODE_CLASS_MAPPINGS["ZImageBlockUpscaler"].INPUT_TYPES()["required"]["heavy_model"][0]
-    assert spec == ["none (LANCZOS only)", "tiny_esrgan_x4.safetensors"]
+    assert spec == ["auto", "none (LANCZOS only)", "tiny_esrgan_x4.safetensors"]
 
 
 def test_loader_gives_lazy_handles(loaded):
@@ -342,13 +342,19 @@ def test_face_restore_nodes(pack, models_dir):
     from zimage_core.images import load_image
     from zimage_core.testing.faces import save_random_gfpgan
 
+    photo = load_image(REPO / "examples" / "astronaut.png")
+    run = dict(image=photo, fidelity=1.0, detector="auto", min_confidence=0.5, max_faces=0)
+    (nothing,) = call(pack, "ZImageFaceRestoreModelLoader", model_name="auto")  # no GFPGAN file installed yet
+    assert nothing is None
+    out, report = call(pack, "ZImageFaceRestore", face_model=None, **run)
+    assert torch.equal(out, photo) and report.startswith("1 face found by") and "not restored" in report
+
     save_random_gfpgan(models_dir / "facerestore_models", formats=("safetensors",))
     names = pack.NODE_CLASS_MAPPINGS["ZImageFaceRestoreModelLoader"].INPUT_TYPES()["required"]["model_name"][0]
-    assert names == ["GFPGANv1.4-random.safetensors"]
-    face_model = call(pack, "ZImageFaceRestoreModelLoader", model_name=names[0])[0]
-    photo = load_image(REPO / "examples" / "astronaut.png")
-    out, report = call(pack, "ZImageFaceRestore", image=photo, face_model=face_model, fidelity=1.0,
-                       detector="auto", min_confidence=0.5, max_faces=0)
+    assert names == ["auto", "none", "GFPGANv1.4-random.safetensors"]
+    assert call(pack, "ZImageFaceRestoreModelLoader", model_name="none")[0] is None
+    face_model = call(pack, "ZImageFaceRestoreModelLoader", model_name="auto")[0]  # now picks the GFPGAN file
+    out, report = call(pack, "ZImageFaceRestore", face_model=face_model, **run)
     assert out.shape == photo.shape and "1 face(s) restored" in report
     assert (out - photo).abs().max() > 0.05  # the (random) GFPGAN really replaced the face
 

@@ -32,7 +32,7 @@ def test_registry_metadata_is_complete():
     assert meta["project"]["name"] and meta["project"]["version"] and meta["project"]["description"]
     assert (REPO / "LICENSE").read_text().startswith(("Apache License", "\n", " ")) and "Apache" in (
         REPO / "LICENSE").read_text()[:400]
-    assert (REPO / "web" / "icon.png").is_file()
+    assert (REPO / "icon.png").is_file() and comfy["Icon"].endswith("/main/icon.png")
     publish = (REPO / ".github" / "workflows" / "publish.yml").read_text()
     assert "Comfy-Org/publish-node-action" in publish and "REGISTRY_ACCESS_TOKEN" in publish
 

@@ -22,7 +22,7 @@ def test_route_without_weights_reports_every_stage_and_the_face_it_found():
     assert result.timings["total"] == pytest.approx(sum(v for k, v in result.timings.items() if k != "total"))
     assert any("every block used LANCZOS" in n for n in result.notes)
     face_note = next(n for n in result.notes if n.startswith("faces:"))
-    assert "1 found" in face_note and "not restored" in face_note
+    assert "1 face found" in face_note and "not restored" in face_note
 
 
 def test_route_keeps_aspect_when_one_side_is_given():

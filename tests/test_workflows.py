@@ -23,8 +23,8 @@ CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 WF_DIR = REPO / "workflows"
 NAMES = ("text_to_image", "image_to_image", "full_pipeline", "hires_2048_dype", "upscale_existing_image",
          "native_graph_guidance")
-USER_FILES = {"z_image_turbo_bf16.safetensors", "qwen_3_4b.safetensors", "ae.safetensors", "4x-UltraSharp.pth",
-              "none (LANCZOS only)", "GFPGANv1.4.pth"}
+ZIMAGE_FILES = {"diffusion_models": "z_image_turbo_bf16.safetensors", "text_encoders": "qwen_3_4b.safetensors",
+                "vae": "ae.safetensors"}
 
 # Core ComfyUI node types (ComfyUI 0.18.1 /object_info), from the table the generator uses too
 sys.path.insert(0, str(WF_DIR))
@@ -200,19 +200,37 @@ def test_widget_values_valid(pack, ui_files):
 
 
 def test_default_model_files_are_what_users_have(ui_files):
-    seen = set()
     for name, wf in ui_files.items():
         for n in wf["nodes"]:
             if n["type"] == "ZImageLoader":
-                assert n["widgets_values"][:3] == ["z_image_turbo_bf16.safetensors", "qwen_3_4b.safetensors",
-                                                   "ae.safetensors"], name
+                assert n["widgets_values"][:3] == list(ZIMAGE_FILES.values()), name
             if n["type"] in ("UNETLoader", "CLIPLoader", "VAELoader"):
-                assert n["widgets_values"][0] in {"z_image_turbo_bf16.safetensors", "qwen_3_4b.safetensors",
-                                                  "ae.safetensors"}, name
-            if n["type"] in ("ZImageBlockUpscaler", "UpscaleModelLoader", "ZImageFaceRestoreModelLoader"):
-                assert n["widgets_values"][0] in USER_FILES, f"{name}: {n['widgets_values'][0]}"
-                seen.add(n["widgets_values"][0])
-    assert {"4x-UltraSharp.pth", "GFPGANv1.4.pth"} <= seen
+                assert n["widgets_values"][0] in ZIMAGE_FILES.values(), name
+            if n["type"] in ("ZImageBlockUpscaler", "ZImageFaceRestoreModelLoader"):
+                assert n["widgets_values"][0] == "auto", f"{name}: optional models must not be required"
+            assert n["type"] != "UpscaleModelLoader", f"{name}: its combo fails validation with no file installed"
+
+
+def test_model_download_metadata_for_every_file(ui_files):
+    """Every node naming a model file carries ComfyUI's download metadata for it (Hugging Face, so the front end
+    offers a Download button); the optional upscaler and face model are listed at the top level."""
+    allowed = (".safetensors", ".sft", ".ckpt", ".pth", ".pt")
+    for name, wf in ui_files.items():
+        for n in wf["nodes"]:
+            files = [v for v in n["widgets_values"] if isinstance(v, str) and v in ZIMAGE_FILES.values()]
+            entries = {m["name"]: m for m in n.get("properties", {}).get("models", [])}
+            assert set(files) == set(entries), f"{name} node {n['id']}: {files} vs {sorted(entries)}"
+            for f, entry in entries.items():
+                assert entry["directory"] == next(d for d, v in ZIMAGE_FILES.items() if v == f)
+        top = wf.get("models", [])
+        uses_blocks = any(n["type"] == "ZImageBlockUpscaler" for n in wf["nodes"])
+        assert {m["name"] for m in top} == ({"RealESRGAN_x4plus.safetensors", "GFPGANv1.4.pth"} if uses_blocks
+                                            else set()), name
+        for entry in top + [m for n in wf["nodes"] for m in n.get("properties", {}).get("models", [])]:
+            assert entry["url"].startswith("https://huggingface.co/") and "/resolve/" in entry["url"], entry
+            assert entry["name"].endswith(allowed) and entry["url"].endswith(entry["name"]), entry
+            assert entry["directory"] in ("diffusion_models", "text_encoders", "vae", "upscale_models",
+                                          "facerestore_models"), entry
 
 
 def test_every_workflow_has_notes(ui_files):
@@ -252,7 +270,9 @@ def test_sampler_seed_is_followed_by_control_value(ui_files):
         for n in wf["nodes"]:
             if n["type"] == "ZImageSampler":
                 v = n["widgets_values"]
-                assert v[3] == 42 and v[4] == "fixed", name  # width, height, steps, seed, control_after_generate
+                assert v[3] == 42 and v[4] == "randomize", name  # width, height, steps, seed, control_after_generate
+            if n["type"] == "KSampler":
+                assert n["widgets_values"][:2] == [42, "randomize"], name
 
 
 # ------------------------------------------------------------------------------------------ generator
@@ -287,8 +307,7 @@ def test_full_pipeline_matches_route_graph(pack, api_files):
     enc = next(e for e in ours.values() if e["class_type"] == "ZImageEncode")
     route, outputs = build_prompt([enc["inputs"]["text"]], width=2048, height=2048, steps=9, seed=42,
                                   diffusion_model="z_image_turbo_bf16.safetensors",
-                                  text_encoder="qwen_3_4b.safetensors", vae="ae.safetensors",
-                                  heavy="4x-UltraSharp.pth", face_model="GFPGANv1.4.pth")
+                                  text_encoder="qwen_3_4b.safetensors", vae="ae.safetensors")
     by_class = {}
     for nid, e in ours.items():
         by_class.setdefault(e["class_type"], []).append(nid)
@@ -403,6 +422,56 @@ def tiny_graph(name: str, **overrides) -> dict:
     return graph
 
 
+@pytest.fixture(scope="module")
+def three_files(tmp_path_factory, tiny_dirs) -> Path:
+    """A models/ folder holding only what every user has: the Z-Image DiT, text encoder and VAE (+ tokenizer)."""
+    root = tmp_path_factory.mktemp("wf_three_files")
+    for sub in ("diffusion_models", "text_encoders", "vae", "tokenizer"):
+        (root / sub).symlink_to(tiny_dirs["comfy"] / sub, target_is_directory=True)
+    return root
+
+
+def _combo_problems(pack, graph: dict, available: dict[str, set[str]]) -> list[str]:
+    """What ComfyUI's validation would refuse: a combo value not in the node's list (our nodes: their INPUT_TYPES
+    with these files installed; core loaders: the files in their folder; LoadImage: ComfyUI's example.png)."""
+    core_files = {("UNETLoader", "unet_name"): "diffusion_models", ("CLIPLoader", "clip_name"): "text_encoders",
+                  ("VAELoader", "vae_name"): "vae", ("UpscaleModelLoader", "model_name"): "upscale_models"}
+    problems = []
+    for nid, entry in graph.items():
+        ct, inputs = entry["class_type"], entry["inputs"]
+        if ct in pack.NODE_CLASS_MAPPINGS:
+            spec = pack.NODE_CLASS_MAPPINGS[ct].INPUT_TYPES()
+            for section in ("required", "optional"):
+                for key, decl in spec.get(section, {}).items():
+                    if isinstance(decl[0], list) and key in inputs and inputs[key] not in decl[0]:
+                        problems.append(f"{nid} {ct}.{key}: {inputs[key]!r} not in {decl[0]}")
+        for (core, key), folder in core_files.items():
+            if ct == core and inputs[key] not in available.get(folder, set()):
+                problems.append(f"{nid} {ct}.{key}: {inputs[key]!r} not installed")
+        if ct == "LoadImage" and inputs["image"] != "example.png":
+            problems.append(f"{nid} LoadImage: {inputs['image']!r}")
+    return problems
+
+
+def test_every_workflow_validates_with_only_the_three_zimage_files(pack, three_files, monkeypatch):
+    """Each workflow's combos are all valid on a machine with only the three Z-Image files (upscale_existing_image:
+    with no model at all), so ComfyUI runs every output node instead of dropping them."""
+    from zimage_turbo_pack.nodes import host
+
+    for name in NAMES:
+        folder = three_files if name != "upscale_existing_image" else three_files.parent / "empty_models"
+        folder.mkdir(exist_ok=True)
+        monkeypatch.setenv("ZIMAGE_MODELS_DIR", str(folder))
+        available = {sub: set(host.list_files(sub)) for sub in ("diffusion_models", "text_encoders", "vae",
+                                                                "upscale_models")}
+        graph = _load(f"{name}.api.json")
+        for entry in graph.values():  # the committed names → what this tiny machine calls its three files
+            for k, v in entry["inputs"].items():
+                if isinstance(v, str) and v in TINY:
+                    entry["inputs"][k] = TINY[v]
+        assert _combo_problems(pack, graph, available) == [], name
+
+
 @pytest.fixture()
 def _env(run_models, monkeypatch):
     monkeypatch.setenv("ZIMAGE_MODELS_DIR", str(run_models))
@@ -450,13 +519,38 @@ def test_run_full_pipeline(pack, _env):
     assert stitch.shape == (1, 640, 768, 3)
 
 
+def test_run_full_pipeline_with_only_the_three_files(pack, three_files, monkeypatch):
+    """No upscale model and no GFPGAN: the route runs to its Save Image with LANCZOS blocks, and the face step
+    reports the faces it found instead of failing."""
+    monkeypatch.setenv("ZIMAGE_MODELS_DIR", str(three_files))
+    graph = tiny_graph("full_pipeline", ZImageSampler={"width": 128, "height": 128, **FAST},
+                       ZImageResize={"width": 256, "height": 256})
+    results, saved = run_api(pack, graph, three_files)
+    (img,) = _outputs(saved)
+    assert img.shape == (1, 256, 256, 3)
+    blocks = next(results[i][0] for i, e in graph.items() if e["class_type"] == "ZImageBlockUpscaler")
+    assert blocks.heavy_name is None and not bool(blocks.heavy.any())  # auto found nothing: LANCZOS everywhere
+    report = next(results[i][1] for i, e in graph.items() if e["class_type"] == "ZImageFaceRestore")
+    assert "not restored" in report
+
+
+def test_run_upscale_existing_image_with_no_models(pack, tmp_path, monkeypatch):
+    monkeypatch.setenv("ZIMAGE_MODELS_DIR", str(tmp_path))
+    results, saved = run_api(pack, tiny_graph("upscale_existing_image"), tmp_path)
+    (img,) = _outputs(saved)
+    assert img.shape == (1, 384 * 4, 384 * 4, 3)
+    report = next(results[i][1] for i, e in tiny_graph("upscale_existing_image").items()
+                  if e["class_type"] == "ZImageFaceRestore")
+    assert report.startswith("1 face found by") and "not restored" in report
+
+
 def test_run_upscale_existing_image(pack, _env):
     results, saved = run_api(pack, tiny_graph("upscale_existing_image"), _env)
     (img,) = _outputs(saved)
     assert img.shape == (1, 384 * 4, 384 * 4, 3)  # examples/astronaut.png is 384²
     blocks = next(results[i][0] for i, e in tiny_graph("upscale_existing_image").items()
                   if e["class_type"] == "ZImageBlockUpscaler")
-    assert blocks.heavy_name and bool(blocks.heavy.any())  # the connected upscale model did the heavy blocks
+    assert blocks.heavy_name and bool(blocks.heavy.any())  # auto picked the installed ×4 model for heavy blocks
     report = next(results[i][1] for i, e in tiny_graph("upscale_existing_image").items()
                   if e["class_type"] == "ZImageFaceRestore")
     assert "restored" in report

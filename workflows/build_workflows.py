@@ -31,16 +31,37 @@ sys.path.insert(0, str(HERE))
 from core_nodes import CORE_NODES, INPUT_ORDER  # noqa: E402
 from nodes_pack import load_pack  # noqa: E402  (the one way to import the pack without ComfyUI; tests use it too)
 
-# The model files users have (DESIGN §3); combo widgets that list files accept any name here.
+# The model files users have; combo widgets that list files accept any name here.
 FILES = {
     "diffusion_model": "z_image_turbo_bf16.safetensors",
     "text_encoder": "qwen_3_4b.safetensors",
     "vae": "ae.safetensors",
-    "upscaler": "4x-UltraSharp.pth",
-    "face_model": "GFPGANv1.4.pth",
     "image": "example.png",  # ships in ComfyUI's input/ folder
 }
+AUTO = "auto"  # heavy upscaler / face model: the first suitable file installed, else none (said in the report)
 NO_HEAVY = "none (LANCZOS only)"
+
+# Official download locations (Hugging Face, so ComfyUI's front end offers a Download button for a missing file):
+# {file name: (url, models/ folder)}. The optional heavy upscaler and face model are listed at the workflow's top
+# level: the graph uses "auto", which picks them up once downloaded.
+HF = "https://huggingface.co/"
+DOWNLOADS = {
+    "z_image_turbo_bf16.safetensors": (HF + "Comfy-Org/z_image_turbo/resolve/main/split_files/diffusion_models/"
+                                       "z_image_turbo_bf16.safetensors", "diffusion_models"),
+    "qwen_3_4b.safetensors": (HF + "Comfy-Org/z_image_turbo/resolve/main/split_files/text_encoders/"
+                              "qwen_3_4b.safetensors", "text_encoders"),
+    "ae.safetensors": (HF + "Comfy-Org/z_image_turbo/resolve/main/split_files/vae/ae.safetensors", "vae"),
+    "RealESRGAN_x4plus.safetensors": (HF + "Comfy-Org/Real-ESRGAN_repackaged/resolve/main/"
+                                      "RealESRGAN_x4plus.safetensors", "upscale_models"),
+    "GFPGANv1.4.pth": (HF + "datasets/Gourieff/ReActor/resolve/main/models/facerestore_models/GFPGANv1.4.pth",
+                       "facerestore_models"),
+}
+OPTIONAL_DOWNLOADS = {"blocks": "RealESRGAN_x4plus.safetensors", "faces": "GFPGANv1.4.pth"}
+
+
+def model_entry(name: str) -> dict:
+    url, directory = DOWNLOADS[name]
+    return {"name": name, "url": url, "directory": directory}
 NO_DIFFUSERS = "none (use the three files)"
 
 # (node type, input) pairs whose combo lists files/folders found at run time: the graph must give a value (their
@@ -103,7 +124,7 @@ def pack_spec(cls) -> Spec:
                     default = spec[0][0]
                 widgets.append((name, default))
                 if opts.get("control_after_generate"):
-                    ui_after[name] = "fixed"
+                    ui_after[name] = "randomize"  # Run twice = two images; "fixed" is one click away
             else:
                 sockets.append((name, spec[0]))
     names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
@@ -148,6 +169,7 @@ class Graph:
         self.specs = specs
         self.nodes: list[Node] = []
         self.groups: list[tuple[str, list[Node], str]] = []
+        self.optional_models: list[str] = []  # optional files offered for download at the workflow's top level
         self._col_y: dict[int, int] = {}
 
     # -- sizing
@@ -167,16 +189,16 @@ class Graph:
     @staticmethod
     def _note_height(text: str, width: int) -> int:
         """Rendered markdown height, estimated (≈ 5 px per character, 14 px lines, headings taller)."""
-        chars = max(20, int((width - 40) / 5.0))
+        chars = max(20, int((width - 40) / 6.0))
         lines = 0.0
         for line in text.split("\n"):
             if line == "":
-                lines += 0.5  # paragraph spacing
+                lines += 0.6  # paragraph spacing
             elif line.startswith("#"):
-                lines += 2.0
+                lines += 2.2
             else:
                 lines += math.ceil(len(line) / chars)
-        return int(45 + lines * 14)
+        return int(70 + lines * 16)
 
     # -- building
     def add(self, type_: str, col: int, *, widgets: dict | None = None, links: dict | None = None,
@@ -280,6 +302,9 @@ class Graph:
             if node.color:
                 d["color"], d["bgcolor"] = node.color, node.bgcolor
             d["properties"] = {} if spec.virtual else {"Node name for S&R": node.type}
+            files = [v for v in node.widgets.values() if isinstance(v, str) and v in DOWNLOADS]
+            if files:  # what ComfyUI's front end offers to download when the file is missing
+                d["properties"]["models"] = [model_entry(f) for f in files]
             d["widgets_values"] = values
             nodes.append(d)
         groups = []
@@ -301,6 +326,7 @@ class Graph:
             "config": {},
             "extra": {"ds": {"scale": DS_SCALE, "offset": self._view_offset()},
                       "zimage_workflow": {"name": self.name, "generator": "workflows/build_workflows.py"}},
+            **({"models": [model_entry(m) for m in self.optional_models]} if self.optional_models else {}),
             "version": 0.4,
         }
 
@@ -378,16 +404,19 @@ BLOCKS_NOTE = """
 3. **Block Classifier**: *subject* (salient), *flat* (low variance) or *detail*; subject + detail go to the heavy
    upscaler, flat ones to LANCZOS. Its preview tints the blocks (legend under it). heavy_ratio -1 = natural routing,
    0-1 = force that fraction onto the heavy path (subjects never move).
-4. **Block Upscaler**: heavy blocks batched through the upscale model, the rest LANCZOS.
+4. **Block Upscaler**: heavy blocks batched through the upscale model, the rest LANCZOS. *auto* uses the first ×4
+   model in `models/upscale_models` (any spandrel model: RealESRGAN, UltraSharp …, or an SD x4 upscaler folder);
+   with none installed every block uses LANCZOS and the graph still runs. `RealESRGAN_x4plus.safetensors` is
+   offered for download when it is missing.
 5. **Feather Stitch**: Gaussian-feathered overlaps, no seams.
 """
 
-FACES_NOTE = f"""
+FACES_NOTE = """
 ## Faces
 **Face Restore** finds faces (MediaPipe, Haar fallback), aligns each to the 512 px FFHQ template, restores it with
-GFPGAN v1.4 and pastes it back with a soft mask. Put `{FILES['face_model']}` (TencentARC/GFPGAN release v1.3.0) in
-`models/facerestore_models/`. Images without faces pass through unchanged; the *report* output says what happened.
-fidelity 1 = GFPGAN's face, lower blends in the original.
+GFPGAN v1.4 and pastes it back with a soft mask. The model loader's *auto* uses the first GFPGAN file in
+`models/facerestore_models/` (`GFPGANv1.4.pth` is offered for download when it is missing); without one the faces
+are only detected and the *report* output says so. fidelity 1 = GFPGAN's face, lower blends in the original.
 """
 
 
@@ -396,7 +425,7 @@ C0, C1, C2, C3, C4, C5 = 0, 420, 860, 1320, 1800, 2260
 
 
 def _loader(g: Graph, col: int) -> Node:
-    return g.add("ZImageLoader", col, widgets={
+    return g.add("ZImageLoader", col, width=430, widgets={
         "diffusion_model": FILES["diffusion_model"], "text_encoder": FILES["text_encoder"], "vae": FILES["vae"],
         "weight_dtype": "auto", "diffusers_folder": NO_DIFFUSERS})
 
@@ -490,7 +519,7 @@ input. With 9 steps and denoise 0.6, the last ~5 steps run.
     return g
 
 
-# The full pipeline mirrors nodes/server_routes.py build_prompt() for a 2048×2048 request (working size 768).
+# The full pipeline is the graph nodes/server_routes.py build_prompt() makes for a 2048×2048 request.
 FULL_WIDTH = FULL_HEIGHT = 2048
 WORK_SIZE = 768
 ROUTE_SCALE = 4
@@ -498,13 +527,15 @@ ROUTE_SCALE = 4
 
 def full_pipeline(specs) -> Graph:
     g = Graph("full_pipeline", specs)
+    g.optional_models = [OPTIONAL_DOWNLOADS["blocks"], OPTIONAL_DOWNLOADS["faces"]]
     intro = g.note(C0, f"""
 # Z-Image Turbo: the full pipeline
 generate → saliency → slice → classify → upscale → stitch → faces → resize → save.
 
-The same graph `POST /zimage/generate` runs (DESIGN §1): generate at a **{WORK_SIZE}²** working size (the route
-clamps each side to 512-768 px), upscale ×{ROUTE_SCALE} block by block ({WORK_SIZE * ROUTE_SCALE}²), restore faces,
-then resize to the size asked for (**{FULL_WIDTH}×{FULL_HEIGHT}**). Each stage's seconds go to the timing report.
+The same graph `POST /zimage/generate` runs: generate at a **{WORK_SIZE}²** working size (the requested shape
+with its longest side at 768 px; requests that fit 768 px are generated as asked and skip the upscale), upscale
+×{ROUTE_SCALE} block by block ({WORK_SIZE * ROUTE_SCALE}²), restore faces, then resize to the size asked for
+(**{FULL_WIDTH}×{FULL_HEIGHT}**). Each stage's seconds go to the timing report.
 """, title="About this workflow")
     models = g.note(C0, MODELS_NOTE, title="Models")
     loader = _loader(g, C0)
@@ -517,10 +548,7 @@ block-wise is much faster than sampling at full size, and the heavy upscaler onl
     sampler = g.add("ZImageSampler", C2, links={"model": (loader, "model"), "positive": (pos, "conditioning")},
                     widgets={"width": WORK_SIZE, "height": WORK_SIZE, "steps": 9, "seed": SEED})
     decode = g.add("ZImageVAEDecode", C2, links={"vae": (loader, "vae"), "samples": (sampler, "latent")})
-    bnote = g.note(C3, BLOCKS_NOTE + f"""
-Heavy model: `{FILES['upscaler']}` from `models/upscale_models/` (any spandrel model: RealESRGAN, UltraSharp …,
-or `SD x4: <folder>` for the Stable Diffusion x4 upscaler). *{NO_HEAVY}* = all blocks LANCZOS.
-""", title="Blocks", width=380)
+    bnote = g.note(C3, BLOCKS_NOTE, title="Blocks", width=380)
     saliency = g.add("ZImageSaliencyMap", C3, links={"image": (decode, "image")}, width=380)
     heat = g.add("PreviewImage", C3, links={"images": (saliency, "heatmap")}, title="Saliency heat map",
                  width=380, height=380)
@@ -530,14 +558,14 @@ or `SD x4: <folder>` for the Stable Diffusion x4 upscaler). *{NO_HEAVY}* = all b
                                                          "saliency": (saliency, "saliency")},
                      widgets={"heavy_ratio": -1.0})
     upscale = g.add("ZImageBlockUpscaler", C4, links={"blocks": (classify, "blocks")},
-                    widgets={"heavy_model": FILES["upscaler"], "scale": ROUTE_SCALE, "batch_size": 8})
+                    widgets={"heavy_model": AUTO, "scale": ROUTE_SCALE, "batch_size": 8})
     stitch = g.add("ZImageFeatherStitch", C4, links={"blocks": (upscale, "blocks")})
     fnote = g.note(C5, FACES_NOTE + f"""
 ## Resize & save
 **Resize (LANCZOS)** brings the {WORK_SIZE * ROUTE_SCALE}² result to the requested {FULL_WIDTH}×{FULL_HEIGHT}
 (0 on one side keeps the aspect ratio).
 """, title="Faces & output", width=420)
-    face_model = g.add("ZImageFaceRestoreModelLoader", C5, widgets={"model_name": FILES["face_model"]}, width=420)
+    face_model = g.add("ZImageFaceRestoreModelLoader", C5, widgets={"model_name": AUTO}, width=420)
     faces = g.add("ZImageFaceRestore", C5, links={"image": (stitch, "image"), "face_model": (face_model, "face_model")},
                   widgets={"fidelity": 1.0, "detector": "auto", "min_confidence": 0.5, "max_faces": 0}, width=420)
     resize = g.add("ZImageResize", C5, links={"image": (faces, "image")},
@@ -605,6 +633,7 @@ no visible seams. Save writes `output/zimage_2048_dype_NNNNN_.png`.
 
 def upscale_existing_image(specs) -> Graph:
     g = Graph("upscale_existing_image", specs)
+    g.optional_models = [OPTIONAL_DOWNLOADS["blocks"], OPTIONAL_DOWNLOADS["faces"]]
     intro = g.note(C0, """
 # Upscale an existing image (no Z-Image model needed)
 Load Image → saliency + blocks → classify → upscale ×4 → feather stitch → face restore → save.
@@ -613,12 +642,12 @@ LANCZOS does the flat areas.
 """, title="About this workflow")
     inote = g.note(C0, f"""
 ## Input & upscale model
-Pick any image (ComfyUI's `example.png` by default). **Load Upscale Model** is ComfyUI's own loader
-(`models/upscale_models/{FILES['upscaler']}` or any RealESRGAN-style model); when it is connected it overrides
-the Block Upscaler's **heavy_model** combo.
+Pick any image (ComfyUI's `example.png` by default). The Block Upscaler's **heavy_model** is *auto*: the first
+×4 model in `models/upscale_models` (e.g. {OPTIONAL_DOWNLOADS['blocks']}, offered for download when missing),
+else every block uses LANCZOS — the graph runs either way. A **Load Upscale Model** node connected to its
+*upscale_model* input overrides the combo.
 """, title="Input", width=330)
     load = g.add("LoadImage", C0, widgets={"image": FILES["image"]}, height=360)
-    up_model = g.add("UpscaleModelLoader", C0, widgets={"model_name": FILES["upscaler"]})
     bnote = g.note(C1, BLOCKS_NOTE, title="Blocks", width=380)
     saliency = g.add("ZImageSaliencyMap", C1, links={"image": (load, "IMAGE")}, width=380)
     heat = g.add("PreviewImage", C1, links={"images": (saliency, "heatmap")}, title="Saliency heat map",
@@ -628,19 +657,18 @@ the Block Upscaler's **heavy_model** combo.
     classify = g.add("ZImageBlockClassifier", C2, links={"blocks": (slicer, "blocks"),
                                                          "saliency": (saliency, "saliency")},
                      widgets={"heavy_ratio": -1.0}, width=360)
-    upscale = g.add("ZImageBlockUpscaler", C2, links={"blocks": (classify, "blocks"),
-                                                      "upscale_model": (up_model, "UPSCALE_MODEL")},
-                    widgets={"heavy_model": NO_HEAVY, "scale": 4, "batch_size": 8}, width=360)
+    upscale = g.add("ZImageBlockUpscaler", C2, links={"blocks": (classify, "blocks")},
+                    widgets={"heavy_model": AUTO, "scale": 4, "batch_size": 8}, width=360)
     stitch = g.add("ZImageFeatherStitch", C2, links={"blocks": (upscale, "blocks")}, width=360)
     fnote = g.note(C3 + 20, FACES_NOTE, title="Faces", width=420)
-    face_model = g.add("ZImageFaceRestoreModelLoader", C3 + 20, widgets={"model_name": FILES["face_model"]},
+    face_model = g.add("ZImageFaceRestoreModelLoader", C3 + 20, widgets={"model_name": AUTO},
                        width=420)
     faces = g.add("ZImageFaceRestore", C3 + 20, links={"image": (stitch, "image"),
                                                        "face_model": (face_model, "face_model")},
                   widgets={"fidelity": 1.0, "detector": "auto", "min_confidence": 0.5, "max_faces": 0}, width=420)
     save = g.add("SaveImage", C3 + 20, links={"images": (faces, "image")},
                  widgets={"filename_prefix": "zimage_upscaled"})
-    g.group("1. Input", [intro, inote, load, up_model], GROUP_COLORS["models"])
+    g.group("1. Input", [intro, inote, load], GROUP_COLORS["models"])
     g.group("2. Saliency", [bnote, saliency, heat], GROUP_COLORS["blocks"])
     g.group("3. Slice · classify · upscale ×4 · stitch", [slicer, classify, upscale, stitch], GROUP_COLORS["blocks"])
     g.group("4. Faces & save", [fnote, face_model, faces, save], GROUP_COLORS["faces"])
@@ -649,6 +677,7 @@ the Block Upscaler's **heavy_model** combo.
 
 def native_graph_guidance(specs) -> Graph:
     g = Graph("native_graph_guidance", specs)
+    g.optional_models = [OPTIONAL_DOWNLOADS["blocks"], OPTIONAL_DOWNLOADS["faces"]]
     intro = g.note(C0, """
 # Z-Image guidance in the native ComfyUI graph
 ComfyUI's own Z-Image graph — **UNETLoader** (bf16, fp8 or a GGUF loader), **CLIPLoader** (type *lumina2*),
@@ -703,9 +732,9 @@ Then faces are restored and the result (×4) is saved.
                                                          "saliency": (saliency, "saliency")},
                      widgets={"heavy_ratio": -1.0}, width=380)
     upscale = g.add("ZImageBlockUpscaler", C5, links={"blocks": (classify, "blocks")},
-                    widgets={"heavy_model": FILES["upscaler"], "scale": ROUTE_SCALE, "batch_size": 8}, width=420)
+                    widgets={"heavy_model": AUTO, "scale": ROUTE_SCALE, "batch_size": 8}, width=420)
     stitch = g.add("ZImageFeatherStitch", C5, links={"blocks": (upscale, "blocks")}, width=420)
-    face_model = g.add("ZImageFaceRestoreModelLoader", C5, widgets={"model_name": FILES["face_model"]}, width=420)
+    face_model = g.add("ZImageFaceRestoreModelLoader", C5, widgets={"model_name": AUTO}, width=420)
     faces = g.add("ZImageFaceRestore", C5, links={"image": (stitch, "image"), "face_model": (face_model, "face_model")},
                   widgets={"fidelity": 1.0, "detector": "auto", "min_confidence": 0.5, "max_faces": 0}, width=420)
     save = g.add("SaveImage", C5, links={"images": (faces, "image")}, widgets={"filename_prefix": "zimage_native"})

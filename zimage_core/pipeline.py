@@ -139,23 +139,11 @@ def _faces(image: torch.Tensor, source: torch.Tensor, face_model, fidelity: floa
         image, report = restore_faces(image, face_model, fidelity=fidelity)
         notes.append(f"faces: {report.summary()}")
     else:
-        notes.append(f"faces: {_count_faces(source)}; not restored (no GFPGAN model given: pass GFPGANv1.4.pth, "
-                     "e.g. from models/facerestore_models)")
+        from .faces import detect_only_report
+
+        notes.append(f"faces: {detect_only_report(source)}")
     timings["faces"] = time.perf_counter() - t
     return image, report
-
-
-def _count_faces(images: torch.Tensor) -> str:
-    """Detection alone, so a run without a face model still says what restoring would have touched."""
-    from .errors import ZImageError
-    from .faces import FaceDetector
-
-    try:
-        finder = FaceDetector("auto")
-        found = sum(len(f) for f in finder(images))
-    except (ZImageError, ImportError) as err:
-        return f"detection unavailable ({err})"
-    return f"{found} found by {finder.backend}"
 
 
 def _out_size(out_width: int | None, out_height: int | None, src_hw: tuple[int, int], scale: float):

@@ -32,6 +32,7 @@ __all__ = [
     "FaceRestorer",
     "ImageFaces",
     "detect_faces",
+    "detect_only_report",
     "load_gfpgan",
     "restore_faces",
     "soft_mask",
@@ -213,3 +214,17 @@ def restore_faces(
         seconds=seconds,
     )
     return out, report
+
+
+def detect_only_report(images: torch.Tensor, detector: str = "auto", min_confidence: float = 0.5) -> str:
+    """What restoring would have touched, when there is no face model: detection alone, one line."""
+    from ..errors import ZImageError
+
+    try:
+        finder = FaceDetector(detector, min_confidence=min_confidence)
+        found = sum(len(f) for f in finder(as_image_batch(images)))
+    except (ZImageError, ImportError) as err:
+        return f"faces not detected ({err}); not restored (no GFPGAN model)"
+    noun = "face" if found == 1 else "faces"
+    return (f"{found} {noun} found by {finder.backend}; not restored (no GFPGAN model: put GFPGANv1.4.pth in "
+            "models/facerestore_models)")

@@ -9,11 +9,15 @@ batch item. Coordinates use the pixel-index convention (pixel i has its centre a
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import math
+import os
+import sys
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -33,10 +37,44 @@ _BLAZEFACE_KEYPOINTS = ("eye_left", "eye_right", "nose", "mouth", "ear_left", "e
 # Where the landmarks sit inside a Haar frontal-face box (fractions of the box), used when the eye cascade fails.
 _HAAR_BOX_LANDMARKS = {"eye_left": (0.30, 0.40), "eye_right": (0.70, 0.40), "nose": (0.50, 0.62), "mouth": (0.50, 0.80)}
 
-_INSTALL_HINT = (
-    "Install MediaPipe (pip install 'mediapipe>=0.10.21') for the better detector, or OpenCV with its Haar cascades "
-    "(pip install 'opencv-python-headless<5'; OpenCV 5 dropped the cascades)."
-)
+# mediapipe 0.10.30-0.10.31 need no OpenCV (later versions pull in opencv-contrib-python, which replaces a host's cv2)
+MEDIAPIPE_REQUIREMENT = "mediapipe>=0.10.14,<0.10.32"
+HAAR_REQUIREMENT = "opencv-python-headless<5"  # the 5.0 headless wheel ships no Haar cascades
+
+
+def _no_detector(reason: str) -> MissingDependencyError:
+    """One sentence, one command: what is missing and how to install it into the Python that runs the pack."""
+    return MissingDependencyError(f"No face detector can run here ({reason}); install MediaPipe with: "
+                                  f"pip install \"{MEDIAPIPE_REQUIREMENT}\"")
+
+
+def _no_haar(reason: str) -> MissingDependencyError:
+    return MissingDependencyError(f"The Haar face detector cannot run ({reason}); install OpenCV with its cascades "
+                                  f"with: pip install \"{HAAR_REQUIREMENT}\"")
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence what MediaPipe's native code (LiteRT, absl) prints to the process's stderr while a detector starts or
+    closes — 8-10 lines per run that no environment variable turns off. Only around creation, a warm-up detection
+    and close (fd 2 is process-wide, so the window stays short); not at all when this logger is at DEBUG (-v)."""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (e.g. pythonw): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 @dataclass(frozen=True)
@@ -102,7 +140,9 @@ class _MediaPipeBackend:
             min_detection_confidence=float(min_confidence),
         )
         self._mp = mp
-        self._detector = vision.FaceDetector.create_from_options(options)
+        with quiet_native_stderr():  # the first detection prints a one-time warning: take it here
+            self._detector = vision.FaceDetector.create_from_options(options)
+            self._detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros((64, 64, 3), np.uint8)))
         self._lock = threading.Lock()  # a Tasks detector in IMAGE mode is not re-entrant
 
     @classmethod
@@ -115,7 +155,7 @@ class _MediaPipeBackend:
 
     @classmethod
     def close_all(cls) -> None:
-        with cls._cache_lock:
+        with cls._cache_lock, quiet_native_stderr():
             for backend in cls._cache.values():
                 try:
                     backend._detector.close()
@@ -246,7 +286,7 @@ class _HaarBackend:
         root = Path(getattr(getattr(cv2, "data", None), "haarcascades", "") or "")
         face_xml, eye_xml = root / "haarcascade_frontalface_default.xml", root / "haarcascade_eye.xml"
         if not face_xml.is_file():
-            raise MissingDependencyError(f"OpenCV {cv2.__version__} has no Haar cascades (looked in '{root}'). {_INSTALL_HINT}")
+            raise _no_haar(f"OpenCV {cv2.__version__} ships no Haar cascades")
         self._cv2 = cv2
         self._face = cv2.CascadeClassifier(str(face_xml))
         self._eye = cv2.CascadeClassifier(str(eye_xml)) if eye_xml.is_file() else None
@@ -327,9 +367,9 @@ def _mediapipe_available() -> str | None:
         _MediaPipeBackend.get(0.5)
         return None
     except ImportError as err:
-        return f"mediapipe is not importable ({err})"
+        return f"mediapipe is not importable: {err}"
     except Exception as err:  # broken install, missing model, API change
-        return f"mediapipe failed to start ({type(err).__name__}: {err})"
+        return f"mediapipe failed to start: {type(err).__name__}: {str(err).strip().rstrip('.')}"
 
 
 class FaceDetector:
@@ -360,7 +400,8 @@ class FaceDetector:
             if reason is None:
                 return "mediapipe"
             if detector == "mediapipe":
-                raise MissingDependencyError(f"The MediaPipe face detector cannot run: {reason}. {_INSTALL_HINT}")
+                raise MissingDependencyError(f"The MediaPipe face detector cannot run ({reason}); install it with: "
+                                             f"pip install \"{MEDIAPIPE_REQUIREMENT}\"")
             self._use_haar_instead(reason)
             return "haar"
         self._haar()
@@ -369,8 +410,8 @@ class FaceDetector:
     def _use_haar_instead(self, reason: str) -> None:
         try:
             self._haar()
-        except ImportError as err:
-            raise MissingDependencyError(f"No face detector available: {reason}; and OpenCV Haar: {err}. {_INSTALL_HINT}") from err
+        except ImportError:
+            raise _no_detector(reason) from None
         self.fallback_reason = reason
         log.warning("Face detection falls back to OpenCV Haar: %s.", reason)
 
@@ -378,8 +419,10 @@ class FaceDetector:
     def _haar() -> _HaarBackend:
         try:
             return _HaarBackend.get()
-        except ImportError as err:
-            raise MissingDependencyError(f"OpenCV (cv2) is needed for the Haar face detector: {err}. {_INSTALL_HINT}") from err
+        except MissingDependencyError:
+            raise
+        except ImportError:
+            raise _no_haar("OpenCV (cv2) is not installed") from None
 
     def __call__(self, images: torch.Tensor) -> list[list[Face]]:
         """Faces per batch item, largest first, in pixel coordinates of each image."""

@@ -223,7 +223,7 @@ def create_app(models: str | os.PathLike | Callable[[], Any], *, queue_size: int
         raise ValueError(f"timeout_s must be positive or None; got {timeout_s}.")
     limits = limits or Limits(max_body=max_body)
     options = dict(route_options or {})
-    bundle = None
+    bundle, model_dirs, bundle_for = None, {}, None
     if callable(models):
         provider, label = models, getattr(models, "__name__", "provider")
         default_heavy: list[Path] = []
@@ -235,8 +235,15 @@ def create_app(models: str | os.PathLike | Callable[[], Any], *, queue_size: int
         bundle = load_models(root, device=device, tokenizer=tokenizer, **(model_options or {}))  # fails now if wrong
         provider, label = (lambda: bundle), root.name
         default_heavy, default_face = [root / "upscale_models"], [root / "facerestore_models"]
+        if bundle.files.layout == "comfy":  # a request may pick other files of the same folders
+            model_dirs = {"diffusion_model": [root / "diffusion_models", root / "unet"],
+                          "text_encoder": [root / "text_encoders", root / "clip"], "vae": [root / "vae"]}
+
+            def bundle_for(diffusion_model=None, text_encoder=None, vae=None):
+                return load_models(root, transformer=diffusion_model, text_encoder=text_encoder, vae=vae,
+                                   device=device, tokenizer=tokenizer, **(model_options or {}))
     runner = GenerationRunner(
-        provider, route=route, route_options=options, bundle=bundle,
+        provider, route=route, route_options=options, bundle=bundle, model_dirs=model_dirs, bundle_for=bundle_for,
         heavy_dirs=[Path(p) for p in heavy_dirs] if heavy_dirs is not None else default_heavy,
         face_dirs=[Path(p) for p in face_dirs] if face_dirs is not None else default_face)
     plan_route(64, 64, scale=options.get("scale", 4.0), work_max=runner.work_max)  # bad options fail now

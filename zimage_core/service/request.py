@@ -9,6 +9,8 @@ Request (JSON object):
   negative_prompt  optional string (<= 4000 chars), applied with NAG
   heavy            optional heavy upscaler: a file/folder name resolved only inside the configured upscaler folders
   face_model       optional GFPGAN v1.4 file name resolved only inside the configured face-restore folders
+  diffusion_model, text_encoder, vae
+                   optional file names choosing the model files among those in the server's model folders
 Every string must be valid text (no lone surrogates). Unknown fields are ignored and listed in the answer's
 "warnings", so a typo such as "setps" is visible.
 """
@@ -24,7 +26,9 @@ from ..errors import InputError
 from ..pipeline import WORK_MAX, plan_route
 from ..sizes import MIN_SIZE, check_side
 
-KNOWN_FIELDS = ("prompts", "width", "height", "steps", "seed", "negative_prompt", "heavy", "face_model")
+MODEL_FIELDS = ("diffusion_model", "text_encoder", "vae")
+KNOWN_FIELDS = ("prompts", "width", "height", "steps", "seed", "negative_prompt", "heavy", "face_model",
+                *MODEL_FIELDS)
 RANDOM_SEED_BOUND = 2**32  # random seeds stay small enough to type into any UI
 MAX_NAME_CHARS = 255
 
@@ -63,6 +67,9 @@ class GenerateRequest:
     negative_prompt: str | None = None
     heavy: str | None = None
     face_model: str | None = None
+    diffusion_model: str | None = None
+    text_encoder: str | None = None
+    vae: str | None = None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -152,7 +159,8 @@ def parse_request(data: object, limits: Limits = Limits(), work_max: int = WORK_
     req = GenerateRequest(prompts, width, height, steps, seed,
                           negative_prompt=_optional_str(data, "negative_prompt", limits.max_prompt_chars),
                           heavy=_optional_str(data, "heavy", MAX_NAME_CHARS),
-                          face_model=_optional_str(data, "face_model", MAX_NAME_CHARS))
+                          face_model=_optional_str(data, "face_model", MAX_NAME_CHARS),
+                          **{name: _optional_str(data, name, MAX_NAME_CHARS) for name in MODEL_FIELDS})
     unknown = sorted(k for k in data if k not in KNOWN_FIELDS)
     if unknown:
         req.warnings.append(f"unknown fields ignored: {', '.join(unknown)}")

@@ -15,7 +15,7 @@ from ..errors import Interrupted, ModelFileError, ZImageError
 from ..guidance.settings import NagSettings
 from ..pipeline import RouteResult, encode_jpeg_base64, generate_route
 from ..weights import resolve_inside
-from .request import GenerateRequest, RequestError
+from .request import MODEL_FIELDS, GenerateRequest, RequestError
 
 LOADED_PARTS = ("transformer", "text_encoder", "vae", "tokenizer")
 ROUTE_OPTION_KEYS = ("scale", "work_max", "heavy_ratio", "heavy_options", "face_fidelity")
@@ -29,13 +29,16 @@ class GenerationRunner:
 
     def __init__(self, provider: BundleProvider, *, route: RouteFn = generate_route,
                  route_options: dict[str, Any] | None = None, heavy_dirs: list[Path] = (),
-                 face_dirs: list[Path] = (), bundle: Any = None):
+                 face_dirs: list[Path] = (), bundle: Any = None, model_dirs: dict[str, list[Path]] | None = None,
+                 bundle_for: Callable[..., Any] | None = None):
         options = dict(route_options or {})
         bad = sorted(set(options) - set(ROUTE_OPTION_KEYS))
         if bad:
             raise ValueError(f"unknown route_options {bad}; allowed: {', '.join(ROUTE_OPTION_KEYS)}.")
         self.provider, self.route, self.route_options = provider, route, options
         self.heavy_dirs, self.face_dirs = list(heavy_dirs), list(face_dirs)
+        # where request-chosen model files may come from, and how a bundle of other files is loaded
+        self.model_dirs, self.bundle_for = dict(model_dirs or {}), bundle_for
         self.bundle = bundle
         self._cache: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
 
@@ -47,8 +50,14 @@ class GenerationRunner:
 
     def resolve(self, req: GenerateRequest) -> dict[str, Path | None]:
         """The model files a request names, resolved inside the allowed folders (on the event loop: no loading)."""
-        return {"heavy": _resolve(req.heavy, self.heavy_dirs, "heavy"),
-                "face_model": _resolve(req.face_model, self.face_dirs, "face_model")}
+        files = {"heavy": _resolve(req.heavy, self.heavy_dirs, "heavy"),
+                 "face_model": _resolve(req.face_model, self.face_dirs, "face_model")}
+        for name in MODEL_FIELDS:
+            value = getattr(req, name)
+            if value is not None and (self.bundle_for is None or name not in self.model_dirs):
+                raise RequestError(f"{name}: this server serves one fixed set of model files.", name)
+            files[name] = _resolve(value, self.model_dirs.get(name, []), name)
+        return files
 
     def preload(self) -> None:
         bundle = self.provider()
@@ -97,7 +106,8 @@ class GenerationRunner:
             ) -> dict[str, Any]:
         if should_stop():
             raise Interrupted("cancelled before it started.")
-        bundle = self.provider()
+        chosen = {name: files.get(name) for name in MODEL_FIELDS if files.get(name) is not None}
+        bundle = self.bundle_for(**chosen) if chosen else self.provider()
         self.bundle = bundle
         kwargs = {k: v for k, v in self.route_options.items() if k != "heavy_options"}
         kwargs.update(self._load_extras(req, files, getattr(bundle, "device", None)))
