@@ -15,15 +15,18 @@ from pathlib import Path
 
 import torch
 
-from zimage_core.blocks import (DEFAULT_BLOCK, DEFAULT_OVERLAP, Blocks, Classification, SDUpscaler,
+from zimage_core.blocks import (Blocks, Classification, SDUpscaler,
                                 classification_preview, classify_blocks, heavy_upscale_blocks, lanczos_resize,
                                 lanczos_upscale_blocks, load_heavy_upscaler, saliency_heatmap, saliency_map,
                                 slice_blocks, stitch_blocks)
 from zimage_core.errors import InputError, Interrupted
 from zimage_core.images import check_pixels
 from zimage_core.model_choice import AUTO, pick_heavy_upscaler
+from zimage_core.settings import RouteSettings
 
 from . import host
+
+ROUTE = {o.name: o for o in RouteSettings.options()}
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +86,8 @@ class ZImageBlockSlicer:
     def INPUT_TYPES(cls) -> dict:
         return {"required": {
             "image": ("IMAGE", {"tooltip": "Image(s) to slice (a batch shares one grid)."}),
-            "block_size": ("INT", {"default": DEFAULT_BLOCK, "min": 16, "max": 2048, "step": 8,
-                                   "tooltip": "Block side in pixels (128 = what the heavy upscalers see best)."}),
-            "overlap": ("INT", {"default": DEFAULT_OVERLAP, "min": 0, "max": 1024, "step": 1,
-                                "tooltip": "Pixels shared by neighbouring blocks; must be smaller than the block "
-                                           "size. 32 for 128 px blocks hides seams."}),
+            "block_size": ROUTE["block"].widget(),
+            "overlap": ROUTE["overlap"].widget(),
         }}
 
     def run(self, image: torch.Tensor, block_size: int, overlap: int) -> tuple:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from zimage_core.encode import (LONG_PROMPT_MODES, MAX_CAPTION_TOKENS, Conditioning, load_embeddings,
-                                save_embeddings)
+from zimage_core.encode import Conditioning, load_embeddings, save_embeddings
 from zimage_core.generate import prompt_encoder
+from zimage_core.settings import MAX_CAPTION_TOKENS, EncodeSettings
 
 from . import host
 from .loaders import TEXT_ENCODER, ZImageTextEncoder
@@ -38,17 +38,7 @@ class ZImageEncode:
             "text": ("STRING", {"multiline": True, "dynamicPrompts": True, "default": "",
                                 "tooltip": "The prompt. Z-Image follows long, descriptive prompts well; no weighting "
                                            "syntax is applied."}),
-            "hidden_layer": ("INT", {"default": -2, "min": -37, "max": 36,
-                                     "tooltip": "Which Qwen3 hidden state is the conditioning: -2 (second to last) is "
-                                                "what Z-Image was trained with; other layers change the style."}),
-            "long_prompt_mode": (list(LONG_PROMPT_MODES), {
-                "default": "truncate",
-                "tooltip": "What happens past max tokens: truncate (drop the tail), interpolate (resample the token "
-                           "sequence), pool (average neighbouring tokens), attention_pool (average, weighting "
-                           "distinctive tokens more)."}),
-            "max_tokens": ("INT", {"default": MAX_CAPTION_TOKENS, "min": 1, "max": MAX_CAPTION_TOKENS,
-                                   "tooltip": f"Caption length limit in tokens (at most {MAX_CAPTION_TOKENS}, the "
-                                              "model's positional limit)."}),
+            **{o.name: o.widget() for o in EncodeSettings.options()},
         }}
 
     def encode(self, text_encoder: ZImageTextEncoder, text: str, hidden_layer: int = -2,

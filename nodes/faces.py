@@ -8,6 +8,7 @@ import torch
 
 from zimage_core.faces import DETECTORS, FaceRestorer, detect_only_report, restore_faces
 from zimage_core.model_choice import AUTO, pick_face_model
+from zimage_core.settings import RouteSettings
 
 from . import host
 
@@ -68,9 +69,7 @@ class ZImageFaceRestore:
             "image": ("IMAGE", {"tooltip": "Image(s) to restore faces in (after upscaling works best)."}),
             "face_model": (FACE_MODEL, {"tooltip": "GFPGAN from Z-Image Face Restore Model Loader (when it has none, "
                                                    "faces are detected and reported, not restored)."}),
-            "fidelity": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                   "tooltip": "How much of the restored face to keep: 1 = GFPGAN's face, 0 = the "
-                                              "original, between = a blend."}),
+            "fidelity": RouteSettings.option("face_fidelity").widget(),
             "detector": (list(DETECTORS), {"default": "auto",
                                            "tooltip": "Face detector: auto (MediaPipe, else Haar), mediapipe, or "
                                                       "haar."}),

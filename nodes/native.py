@@ -54,7 +54,8 @@ from zimage_core.guidance.cfg import cfg_combine, cfg_scale_at
 from zimage_core.guidance.diversity import caption_noise
 from zimage_core.guidance.nag import nag_combine
 from zimage_core.guidance.settings import CfgSettings, DiversitySettings, DypeSettings, NagSettings, SlgSettings
-from zimage_core.guidance.slg import check_layers, slg_active
+from zimage_core.guidance.settings import check_layers
+from zimage_core.guidance.slg import slg_active
 
 from . import host
 

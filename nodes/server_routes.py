@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+from zimage_core.job import GenerationJob
 from zimage_core.model_choice import AUTO, pick_face_model
-from zimage_core.pipeline import TIMING_STAGES, encode_jpeg_base64, plan_route
-from zimage_core.service.request import Limits, RequestError, parse_request
+from zimage_core.pipeline import encode_jpeg_base64, plan_route
+from zimage_core.service.request import SERVER_OPTIONS, Limits, RequestError, parse_request
+from zimage_core.settings import RouteSettings
 
 from . import host
 
@@ -29,7 +32,6 @@ log = logging.getLogger(__name__)
 ROUTE = "/zimage/generate"
 TIMEOUT_S = 900.0
 POLL_S = 0.25
-ROUTE_SCALE = 4
 CLIENT_ID = "zimage-generate-route"
 _registered = False
 
@@ -53,45 +55,59 @@ def default_choices() -> dict[str, Any]:
             "face_note": f"faces: {face_why}", "no_heavy": NO_HEAVY}
 
 
-def build_prompt(prompts: list[str], *, width: int, height: int, steps: int, seed: int, diffusion_model: str,
-                 text_encoder: str, vae: str, heavy: str = AUTO, face_model: str = AUTO,
-                 negative_prompt: str | None = None) -> tuple[dict, list[str]]:
-    """The full-pipeline API graph (one branch per prompt, prompt i at seed + i) and the ids of its output nodes.
+GUIDANCE_NODES = {"nag": "ZImageNAG", "slg": "ZImageSLG", "dype": "ZImageDyPE", "cfg": "ZImageCFG",
+                  "diversity": "ZImageSeedDiversity"}
 
-    Per branch: Qwen3 Encode → Z-Image Sampler (at the route's working size) → VAE Decode → Saliency + Slicer →
-    Classifier → Block Upscaler (×4) → Feather Stitch → [Face Restore] → Resize to width×height → PreviewImage.
-    A request that fits the working size is sampled at its own size and skips the block nodes and the resize.
+
+def build_prompt(job: GenerationJob, *, diffusion_model: str, text_encoder: str, vae: str, heavy: str = AUTO,
+                 face_model: str = AUTO, loras: Sequence[tuple[str, float]] = (),
+                 route: dict[str, Any] | None = None) -> tuple[dict, list[str]]:
+    """The full-pipeline API graph for a job whose width × height is the final size (one branch per prompt; prompt
+    i's images get seeds from seed + i·batch, as the headless route gives them) and the ids of its output nodes.
+
+    Loader → LoRA Loader per LoRA → one guidance node per guidance group that differs from its defaults → per
+    branch: Qwen3 Encode → Z-Image Sampler (at the route's working size) → VAE Decode → [Saliency + Slicer →
+    Classifier → Block Upscaler → Feather Stitch] → Face Restore → [Resize to width×height] → PreviewImage. A request
+    that fits the working size is sampled at its own size and skips the bracketed nodes.
     """
-    plan = plan_route(width, height, scale=ROUTE_SCALE)
-    work_w, work_h = plan.work_width, plan.work_height
+    settings = RouteSettings.from_values(route or {})
+    width, height = job.generation.width, job.generation.height
+    plan = plan_route(width, height, scale=settings.scale)
+    gen, enc = job.generation, job.encode
     g: dict[str, dict] = {
         "loader": {"class_type": "ZImageLoader", "inputs": {
             "diffusion_model": diffusion_model, "text_encoder": text_encoder, "vae": vae, "weight_dtype": "auto"}},
+        "face_model": {"class_type": "ZImageFaceRestoreModelLoader", "inputs": {"model_name": face_model}},
     }
-    g["face_model"] = {"class_type": "ZImageFaceRestoreModelLoader", "inputs": {"model_name": face_model}}
-    if negative_prompt:
-        g["negative"] = {"class_type": "ZImageEncode", "inputs": {
-            "text_encoder": ["loader", 1], "text": negative_prompt, "hidden_layer": -2,
-            "long_prompt_mode": "truncate", "max_tokens": 1504}}
+    model = ["loader", 0]
+    for i, (name, strength) in enumerate(loras):
+        g[f"lora{i}"] = {"class_type": "ZImageLoraLoader", "inputs": {"model": model, "lora_name": name,
+                                                                       "strength": strength}}
+        model = [f"lora{i}", 0]
+    for group, class_type in GUIDANCE_NODES.items():
+        settings_group = getattr(job.guidance, group)
+        if settings_group != type(settings_group)():  # only what the request changed: defaults act without a node
+            fields = {name[len(settings_group.PREFIX) + 1:]: value for name, value in settings_group.values().items()}
+            g[group] = {"class_type": class_type, "inputs": {"model": model, **fields}}
+            model = [group, 0]
+    encode = {"text_encoder": ["loader", 1], **enc.values()}
+    if job.prompt.negative_prompt or job.guidance.cfg.scale > 0:
+        g["negative"] = {"class_type": "ZImageEncode", "inputs": {**encode, "text": job.prompt.negative_prompt}}
     outputs = []
-    for i, text in enumerate(prompts):
+    for i, text in enumerate(job.styled_prompts):
         p = f"p{i}_"
-        sampler_inputs: dict[str, Any] = {
-            "model": ["loader", 0], "positive": [p + "encode", 0], "width": work_w, "height": work_h,
-            "steps": steps, "seed": seed + i, "shift": 3.0, "denoise": 1.0, "batch_size": 1}
-        if negative_prompt:  # a connected negative acts through NAG at its default ("on") settings
-            sampler_inputs["negative"] = ["negative", 0]
-        g[p + "encode"] = {"class_type": "ZImageEncode", "inputs": {
-            "text_encoder": ["loader", 1], "text": text, "hidden_layer": -2, "long_prompt_mode": "truncate",
-            "max_tokens": 1504}}
-        g[p + "sample"] = {"class_type": "ZImageSampler", "inputs": sampler_inputs}
+        g[p + "encode"] = {"class_type": "ZImageEncode", "inputs": {**encode, "text": text}}
+        g[p + "sample"] = {"class_type": "ZImageSampler", "inputs": {
+            "model": model, "positive": [p + "encode", 0], "width": plan.work_width, "height": plan.work_height,
+            "steps": gen.steps, "seed": gen.seed + i * gen.batch, "shift": gen.shift, "denoise": 1.0,
+            "batch_size": gen.batch, **({"negative": ["negative", 0]} if "negative" in g else {})}}
         g[p + "decode"] = {"class_type": "ZImageVAEDecode", "inputs": {"vae": ["loader", 2],
                                                                         "samples": [p + "sample", 0]}}
         last = [p + "decode", 0]
         if plan.upscale:
-            last = _block_route(g, p, last, heavy)
+            last = _block_route(g, p, last, heavy, settings)
         g[p + "faces"] = {"class_type": "ZImageFaceRestore", "inputs": {
-            "image": last, "face_model": ["face_model", 0], "fidelity": 1.0, "detector": "auto",
+            "image": last, "face_model": ["face_model", 0], "fidelity": settings.face_fidelity, "detector": "auto",
             "min_confidence": 0.5, "max_faces": 0}}
         last = [p + "faces", 0]
         if plan.upscale:
@@ -103,15 +119,18 @@ def build_prompt(prompts: list[str], *, width: int, height: int, steps: int, see
     return g, outputs
 
 
-def _block_route(g: dict[str, dict], p: str, image: list, heavy: str) -> list:
-    """Saliency + slicer → classifier → block upscaler (×4) → feather stitch; returns the stitched image link."""
+def _block_route(g: dict[str, dict], p: str, image: list, heavy: str, route: RouteSettings) -> list:
+    """Saliency + slicer → classifier → block upscaler → feather stitch; returns the stitched image link. The Block
+    Upscaler takes a whole factor (1-8): a fractional route scale rounds up and the final resize sets the size."""
     g[p + "saliency"] = {"class_type": "ZImageSaliencyMap", "inputs": {"image": image}}
-    g[p + "slice"] = {"class_type": "ZImageBlockSlicer", "inputs": {"image": image,
-                                                                     "block_size": 128, "overlap": 32}}
+    g[p + "slice"] = {"class_type": "ZImageBlockSlicer", "inputs": {"image": image, "block_size": route.block,
+                                                                     "overlap": route.overlap}}
     g[p + "classify"] = {"class_type": "ZImageBlockClassifier", "inputs": {
-        "blocks": [p + "slice", 0], "saliency": [p + "saliency", 0], "heavy_ratio": -1.0}}
+        "blocks": [p + "slice", 0], "saliency": [p + "saliency", 0],
+        "heavy_ratio": -1.0 if route.heavy_ratio is None else route.heavy_ratio}}
     g[p + "upscale"] = {"class_type": "ZImageBlockUpscaler", "inputs": {
-        "blocks": [p + "classify", 0], "heavy_model": heavy, "scale": ROUTE_SCALE, "batch_size": 8}}
+        "blocks": [p + "classify", 0], "heavy_model": heavy, "scale": min(8, max(1, math.ceil(route.scale))),
+        "batch_size": 8}}
     g[p + "stitch"] = {"class_type": "ZImageFeatherStitch", "inputs": {"blocks": [p + "upscale", 0]}}
     return [p + "stitch", 0]
 
@@ -157,17 +176,20 @@ def _execution_error(entry: dict) -> dict | None:
     return None
 
 
-def _read_output(entry: dict, node_id: str):
+def _read_outputs(entry: dict, node_id: str) -> list:
+    """Every image an output node wrote (a batch writes one file per image), as (1, H, W, 3) tensors."""
     from zimage_core.images import load_image
 
     images = entry.get("outputs", {}).get(node_id, {}).get("images", [])
     if not images:
         raise RuntimeError(f"the graph finished but node {node_id} produced no image.")
-    item = images[0]
-    base = host.directory_by_type(item.get("type", "temp"))
-    if base is None:
-        raise RuntimeError("ComfyUI's output folders are not available.")
-    return load_image(base / item.get("subfolder", "") / item["filename"])
+    out = []
+    for item in images:
+        base = host.directory_by_type(item.get("type", "temp"))
+        if base is None:
+            raise RuntimeError("ComfyUI's output folders are not available.")
+        out.append(load_image(base / item.get("subfolder", "") / item["filename"]))
+    return out
 
 
 async def handle_generate(request) -> Any:
@@ -209,10 +231,18 @@ async def handle_generate(request) -> Any:
                           + (", ".join(choices["face_choices"][:20]) or "(none installed)"), "face_model")
         face, face_note = req.face_model, f"faces: {req.face_model} (requested)"
 
-    graph, outputs = build_prompt(req.prompts, width=req.width, height=req.height, steps=req.steps, seed=req.seed,
-                                  diffusion_model=choices["diffusion_model"], text_encoder=choices["text_encoder"],
-                                  vae=choices["vae"], heavy=heavy, face_model=face,
-                                  negative_prompt=req.negative_prompt)
+    if req.job.hires_passes or req.job.init_image is not None:
+        field = "hires_passes" if req.job.hires_passes else "init_image"
+        return _error(400, f"{field}: this route builds a text-to-image graph; hi-res passes and start images are "
+                      "offered by the headless server (zimage serve) and by graphs of the Z-Image nodes.", field)
+    loras = host.list_files("loras") if req.loras else []
+    for name, _ in req.loras:
+        if name not in loras:
+            return _error(400, f"loras: '{name}' is not in ComfyUI's models/loras; choose one of: "
+                          + (", ".join(loras[:20]) or "(none installed)"), "loras")
+    graph, outputs = build_prompt(req.job, diffusion_model=choices["diffusion_model"],
+                                  text_encoder=choices["text_encoder"], vae=choices["vae"], heavy=heavy,
+                                  face_model=face, loras=req.loras, route=req.route)
     try:
         prompt_id, answer = await _queue(server, graph)
     except Exception as err:  # noqa: BLE001
@@ -238,9 +268,9 @@ async def handle_generate(request) -> Any:
         return _error(status, f"{failure.get('node_type', 'a node')} failed: {failure.get('exception_message', '?')}",
                       None, prompt_id=prompt_id)
 
-    images = [await asyncio.to_thread(_read_output, entry, node) for node in outputs]
+    images = [im for node in outputs for im in await asyncio.to_thread(_read_outputs, entry, node)]
     stage = host.pop_timings(prompt_id)
-    report = {k: round(float(stage.get(k, 0.0)), 4) for k in TIMING_STAGES if k != "total"}
+    report = {k: round(float(v), 4) for k, v in stage.items() if k != "total"}  # stages that ran, as nodes timed them
     report["total"] = round(sum(report.values()), 4)
     first = images[0]
     encoded = await asyncio.to_thread(lambda: [encode_jpeg_base64(im) for im in images])  # off the event loop
@@ -248,8 +278,8 @@ async def handle_generate(request) -> Any:
         "image": encoded[0], "width": int(first.shape[2]), "height": int(first.shape[1]),
         "seed": req.seed, "timing_report": report, "prompt_id": prompt_id,
         "wall_seconds": round(time.perf_counter() - t_start, 4),
-        "notes": [heavy_note, face_note, "stages a cached node skipped report 0 s"],
-        "warnings": req.warnings,
+        "notes": [heavy_note, face_note, "stages a cached node skipped are absent"],
+        "warnings": req.warnings, "options": {**{k: v for k, v in req.job.values().items() if k not in SERVER_OPTIONS}, **req.route},
     }
     if len(images) > 1:
         body["images"] = encoded

@@ -94,7 +94,8 @@ def test_output_size_is_scale_times_input(shape, scale, expected):
     assert r.image.shape == (shape[0], *expected, 3)
     assert torch.isfinite(r.image).all() and float(r.image.min()) >= 0 and float(r.image.max()) <= 1
     assert r.saliency.shape == shape[:3]
-    assert set(r.timings) == set(STAGES) and all(t >= 0 for t in r.timings.values())
+    # no heavy model: no heavy blocks were stitched, so that stage is absent rather than 0.0
+    assert set(r.timings) == set(STAGES) - {"stitching"} and all(t >= 0 for t in r.timings.values())
     assert r.previews["saliency"].shape == (*shape[:3], 3) and r.previews["classes"].shape == (*shape[:3], 3)
 
 
@@ -124,8 +125,8 @@ def test_empty_image_is_refused():
         upscale_chain(np.zeros((0, 10, 3), np.float32))
 
 
-def test_no_heavy_model_warns_and_runs_light(caplog):
-    with caplog.at_level(logging.WARNING):
+def test_no_heavy_model_says_so_and_runs_light(caplog):
+    with caplog.at_level(logging.INFO):
         r = upscale_chain(scene(96, 96), block=32, overlap=8)
     assert "No heavy upscaler" in caplog.text
     assert not r.heavy.any() and r.heavy_name is None

@@ -201,7 +201,7 @@ def test_img2img_with_an_end_sigma(dit):
 
 def test_no_negative_prompt_is_a_noop_with_a_note(dit, caplog):
     pos = conditioning(12)
-    with caplog.at_level(logging.WARNING, logger="zimage_core.guidance"):
+    with caplog.at_level(logging.INFO, logger="zimage_core.guidance"):
         den = guided_denoiser(GuidanceOptions(negative=None, nag_scale=4.0))(dit, pos)
     assert "no negative prompt" in caplog.text and den.notes
     x = latents(1)

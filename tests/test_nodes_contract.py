@@ -125,11 +125,22 @@ def test_route_graph_is_valid_for_our_nodes(pack):
     """The /zimage/generate graph only uses our nodes (+ PreviewImage) with existing inputs and valid links."""
     from zimage_turbo_pack.nodes import server_routes
 
-    graph, outputs = server_routes.build_prompt(["a cat", "a dog"], width=1008, height=1504, steps=9, seed=5,
-                                                diffusion_model="d.safetensors", text_encoder="t.safetensors",
+    from zimage_core.job import GenerationJob
+
+    job = GenerationJob.build(["a cat", "a dog"], {"width": 1008, "height": 1504, "seed": 5, "batch": 2,
+                                                   "negative_prompt": "blurry", "slg_scale": 2.0,
+                                                   "dype_method": "yarn", "style": "anime"})
+    graph, outputs = server_routes.build_prompt(job, diffusion_model="d.safetensors", text_encoder="t.safetensors",
                                                 vae="v.safetensors", heavy="none (LANCZOS only)",
-                                                face_model="GFPGANv1.4.pth", negative_prompt="blurry")
+                                                face_model="GFPGANv1.4.pth", loras=[("detail.safetensors", 0.5)],
+                                                route={"heavy_ratio": 0.3, "face_fidelity": 0.7})
     assert len(outputs) == 2
+    # only the guidance the request changed gets a node (NAG acts at its defaults without one), after the LoRA
+    assert graph["slg"]["inputs"]["scale"] == 2.0 and graph["dype"]["inputs"]["method"] == "yarn"
+    assert "nag" not in graph and graph["slg"]["inputs"]["model"] == ["lora0", 0]
+    assert graph["p0_sample"]["inputs"]["model"] == ["dype", 0]
+    assert graph["p0_encode"]["inputs"]["text"].startswith("a cat, anime style")
+    assert graph["p0_classify"]["inputs"]["heavy_ratio"] == 0.3 and graph["p0_faces"]["inputs"]["fidelity"] == 0.7
     m = pack.NODE_CLASS_MAPPINGS
     for node_id, node in graph.items():
         ct = node["class_type"]
@@ -144,15 +155,17 @@ def test_route_graph_is_valid_for_our_nodes(pack):
             if isinstance(value, list):
                 src, idx = value
                 src_cls = m[graph[src]["class_type"]]
-                assert src_cls.RETURN_TYPES[idx] == declared[key][0], f"link type mismatch into {node_id}.{key}"
-    assert graph["p1_sample"]["inputs"]["seed"] == 6
+                # ComfyUI's validation: union types ("MODEL,ZIMAGE_MODEL") link when they share a type
+                sent, wanted = set(src_cls.RETURN_TYPES[idx].split(",")), set(declared[key][0].split(","))
+                assert sent & wanted, f"link type mismatch into {node_id}.{key}"
+    assert graph["p1_sample"]["inputs"]["seed"] == 7  # prompt 1's images follow prompt 0's two: seeds 7, 8
     from zimage_core.pipeline import plan_route
 
     plan = plan_route(1008, 1504)
     sample = graph["p0_sample"]["inputs"]
     assert (sample["width"], sample["height"]) == (plan.work_width, plan.work_height) == (512, 768)
     assert graph["p0_resize"]["inputs"]["width"] == 1008 and graph["p0_resize"]["inputs"]["height"] == 1504
-    small, _ = server_routes.build_prompt(["a cat"], width=256, height=128, steps=9, seed=5,
+    small, _ = server_routes.build_prompt(GenerationJob.build(["a cat"], {"width": 256, "height": 128}),
                                           diffusion_model="d.safetensors", text_encoder="t.safetensors",
                                           vae="v.safetensors", heavy="none (LANCZOS only)", face_model=None)
     assert (small["p0_sample"]["inputs"]["width"], small["p0_sample"]["inputs"]["height"]) == (256, 128)
@@ -217,8 +230,8 @@ def test_route_encodes_each_image_once_off_the_event_loop(monkeypatch):
 
     monkeypatch.setattr(server_routes, "_queue", fake_queue)
     monkeypatch.setattr(server_routes, "_wait", fake_wait)
-    monkeypatch.setattr(server_routes, "_read_output",
-                        lambda entry, node: torch.full((1, 16, 24, 3), 0.1 * (1 + int(node[1]))))
+    monkeypatch.setattr(server_routes, "_read_outputs",
+                        lambda entry, node: [torch.full((1, 16, 24, 3), 0.1 * (1 + int(node[1])))])
     calls = []
 
     def fake_encode(image):

@@ -9,16 +9,17 @@ import torch
 
 from zimage_core.errors import InputError
 from zimage_core.images import load_image
-from zimage_core.pipeline import TIMING_STAGES, plan_route, upscale_route, working_size
+from zimage_core.pipeline import plan_route, upscale_route, working_size
 
 PHOTO = Path(__file__).resolve().parents[1] / "examples" / "astronaut.png"
 
 
-def test_route_without_weights_reports_every_stage_and_the_face_it_found():
+def test_route_without_weights_reports_the_stages_that_ran_and_the_face_it_found():
     image = load_image(PHOTO)
     result = upscale_route(image, scale=2, out_width=500, out_height=400)
     assert result.image.shape == (1, 400, 500, 3) and torch.isfinite(result.image).all()
-    assert set(result.timings) == set(TIMING_STAGES)
+    # no generation, and no heavy blocks to stitch: those stages are absent, not 0.0
+    assert list(result.timings) == ["slicing", "saliency", "classification", "upscaling", "faces", "resize", "total"]
     assert result.timings["total"] == pytest.approx(sum(v for k, v in result.timings.items() if k != "total"))
     assert any("every block used LANCZOS" in n for n in result.notes)
     face_note = next(n for n in result.notes if n.startswith("faces:"))

@@ -305,8 +305,10 @@ def test_full_pipeline_matches_route_graph(pack, api_files):
 
     ours = api_files["full_pipeline"]
     enc = next(e for e in ours.values() if e["class_type"] == "ZImageEncode")
-    route, outputs = build_prompt([enc["inputs"]["text"]], width=2048, height=2048, steps=9, seed=42,
-                                  diffusion_model="z_image_turbo_bf16.safetensors",
+    from zimage_core.job import GenerationJob
+
+    job = GenerationJob.build([enc["inputs"]["text"]], {"width": 2048, "height": 2048, "steps": 9, "seed": 42})
+    route, outputs = build_prompt(job, diffusion_model="z_image_turbo_bf16.safetensors",
                                   text_encoder="qwen_3_4b.safetensors", vae="ae.safetensors")
     by_class = {}
     for nid, e in ours.items():

@@ -7,10 +7,17 @@ command line, `device` in Python or HTTP) and the value it got.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from .errors import InputError, OutputError
 
-from .errors import InputError
+if TYPE_CHECKING:  # torch loads only when a device is checked: option checks stay instant
+    import torch
+
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 
 def check_text(value: str, name: str) -> str:
@@ -39,8 +46,10 @@ def check_number(name: str, value: object, lo: float | None = None, hi: float | 
     return float(value)
 
 
-def check_device(spec: str | torch.device | None, name: str = "device") -> torch.device | None:
+def check_device(spec: "str | torch.device | None", name: str = "device") -> "torch.device | None":
     """A torch device this machine has: 'cpu', 'cuda', 'cuda:N', 'mps' (None = choose automatically)."""
+    import torch
+
     if spec is None or spec == "":
         return None
     try:
@@ -61,4 +70,32 @@ def check_device(spec: str | torch.device | None, name: str = "device") -> torch
     return device
 
 
-__all__ = ["check_text", "check_number", "check_device"]
+def output_format(path: str | os.PathLike) -> str:
+    """The image format an output path asks for, from its extension; an error naming the supported ones."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise OutputError(f"cannot write '{Path(path).name}': the extension {suffix or '(none)'} is not an image "
+                          f"format this pack writes; use {', '.join(OUTPUT_FORMATS)}.")
+    return OUTPUT_FORMATS[suffix]
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Check before any work that an image can be written at `path`: a file name with a supported extension, not a
+    folder, in a folder that exists (or can be made) and is writable. Returns the path."""
+    if not str(path).strip():
+        raise OutputError("the output path is empty; give a file name such as out/image.png.")
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"the output path {path} is a folder; give a file name inside it, e.g. {path / 'image.png'}.")
+    output_format(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputError(f"cannot write to {path.parent}: {err.strerror or err}.") from None
+    return path
+
+
+__all__ = ["OUTPUT_FORMATS", "check_device", "check_number", "check_output_path", "check_text", "output_format"]

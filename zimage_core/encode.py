@@ -21,11 +21,10 @@ import torch.nn.functional as F
 
 from .errors import InputError, ModelFileError
 from .offload import execution_device
+from .settings import LONG_PROMPT_MODES, MAX_CAPTION_TOKENS
 
 PROMPT_TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 PROMPT_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n"
-MAX_CAPTION_TOKENS = 1504  # the RoPE caption axis is 1536 long; captions are padded to a multiple of 32
-LONG_PROMPT_MODES = ("truncate", "interpolate", "pool", "attention_pool")
 EMBEDDINGS_FORMAT = "zimage-embeddings-v1"
 
 

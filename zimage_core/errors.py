@@ -8,7 +8,12 @@ class ZImageError(ValueError):
 
 
 class InputError(ZImageError):
-    """An argument or input image is out of range or malformed."""
+    """An argument or input image is out of range or malformed. `option`: the option at fault, when it is one (an
+    HTTP answer names it as its field)."""
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(message)
+        self.option = option
 
 
 class ModelFileError(ZImageError):

@@ -55,9 +55,11 @@ def generate(
     should_stop: Callable[[], bool] | None = None,
     tiled_decode: bool | None = None,
     batch_invariant: bool | None = None,
+    on_decode_tile: Callable[[int, int], None] | None = None,
 ) -> GenerationResult:
     """Generate images. `batch_invariant` (default: on for CPU) computes every image on its own, so an image is
-    byte-identical whatever its position in the batch; batched kernels otherwise differ in the last float bits."""
+    byte-identical whatever its position in the batch; batched kernels otherwise differ in the last float bits.
+    `on_decode_tile(done, total)` reports a tiled VAE decode's progress."""
     if batch_invariant is None:
         batch_invariant = bundle.device.type == "cpu"
     items = _batch_items(prompts, images_per_prompt)
@@ -89,7 +91,7 @@ def generate(
     timings["denoise"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    images = vae_ops.decode(bundle.activate("vae"), latents, tiled=tiled_decode)
+    images = vae_ops.decode(bundle.activate("vae"), latents, tiled=tiled_decode, on_tile=on_decode_tile)
     timings["decode"] = time.perf_counter() - t0
     timings["total"] = sum(timings.values())
     return GenerationResult(images, latents, [seed + i for i in range(latents.shape[0])], timings, [plan.describe()])
@@ -132,7 +134,7 @@ def _generate_each(bundle: ModelBundle, items: list[tuple[object, int]], kw: dic
             shift=kw["shift"], images_per_prompt=1, init_image=this_init, strength=kw["strength"],
             hidden_layer=kw["hidden_layer"], max_tokens=kw["max_tokens"], long_mode=kw["long_mode"],
             make_denoiser=_for_item(kw["make_denoiser"], index, n), callback=cb, should_stop=kw["should_stop"],
-            tiled_decode=kw["tiled_decode"], batch_invariant=False))
+            tiled_decode=kw["tiled_decode"], batch_invariant=False, on_decode_tile=kw["on_decode_tile"]))
     timings = {k: sum(r.timings.get(k, 0.0) for r in results) for k in dict.fromkeys(k for r in results
                                                                                       for k in r.timings)}
     return GenerationResult(torch.cat([r.images for r in results]), torch.cat([r.latents for r in results]),

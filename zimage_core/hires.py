@@ -29,10 +29,8 @@ from .guidance.dype import DEFAULT_METHOD, DyPE, DyPEDenoiser
 from .models import ModelBundle
 from .sample import Denoiser, StepCallback, StepInfo, TransformerDenoiser, sample
 from .schedule import img2img_start
-from .sizes import check_size, snap
+from .settings import LATENT_RESAMPLERS, UPSCALE_MODES, HiresPass, parse_passes, plan_sizes
 
-UPSCALE_MODES = ("latent", "pixel")
-LATENT_RESAMPLERS = ("bicubic", "bilinear", "bislerp")
 PASS_SEED_STRIDE = 1_000_003
 DEFAULT_PASSES = ({"scale": 2.0, "steps": 6, "strength": 0.45},)
 
@@ -40,51 +38,8 @@ DenoiserFactory = Callable[[torch.nn.Module, Conditioning], Denoiser]
 
 
 @dataclass
-class HiresPass:
-    scale: float
-    steps: int
-    strength: float
-
-
-@dataclass
 class HiresResult(GenerationResult):
     passes: list[dict] = field(default_factory=list)  # per stage: width, height, evaluations, dype, seconds
-
-
-def parse_passes(passes: Sequence[dict | HiresPass]) -> list[HiresPass]:
-    """Validate the pass list; errors name the pass and the allowed range."""
-    out = []
-    for i, p in enumerate(passes, 1):
-        if isinstance(p, HiresPass):
-            p = vars(p)
-        if not isinstance(p, dict):
-            raise InputError(f"hi-res pass {i} must be a dict with scale, steps, strength; got {p!r}.")
-        unknown = set(p) - {"scale", "steps", "strength"}
-        if unknown:
-            raise InputError(f"hi-res pass {i} has unknown keys {sorted(unknown)}; use scale, steps, strength.")
-        scale, steps, strength = float(p.get("scale", 2.0)), p.get("steps", 6), float(p.get("strength", 0.45))
-        if not 0.25 <= scale <= 8.0:
-            raise InputError(f"hi-res pass {i}: scale {scale} is out of range; use 0.25-8.")
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise InputError(f"hi-res pass {i}: steps must be an integer ≥ 1; got {steps!r}.")
-        if not 0.0 < strength <= 1.0:
-            raise InputError(f"hi-res pass {i}: strength must be in (0, 1]; got {strength}.")
-        out.append(HiresPass(scale, steps, strength))
-    return out
-
-
-def plan_sizes(width: int, height: int, passes: Sequence[HiresPass]) -> list[tuple[int, int]]:
-    """[(w, h)] for the base and every pass, each snapped to 16 px and validated."""
-    check_size(width, height)
-    sizes = [(width, height)]
-    for i, p in enumerate(passes, 1):
-        w, h = snap(sizes[-1][0] * p.scale), snap(sizes[-1][1] * p.scale)
-        try:
-            check_size(w, h)
-        except InputError as err:
-            raise InputError(f"hi-res pass {i} (×{p.scale:g}) would give {w}×{h}: {err}") from None
-        sizes.append((w, h))
-    return sizes
 
 
 # --------------------------------------------------------------------------------------------- resampling
@@ -172,6 +127,7 @@ def generate_hires(
     callback: StepCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     tiled_decode: bool | None = None,
+    on_decode_tile: Callable[[int, int], None] | None = None,
 ) -> HiresResult:
     """Generate at width×height, then run every pass (upscale → img2img refine); returns the final images.
 
@@ -243,7 +199,7 @@ def generate_hires(
         stages[-1]["upscale_seconds"] = timings[f"pass{i}_upscale"]
 
     t = time.perf_counter()
-    images = vae_ops.decode(bundle.activate("vae"), latents, tiled=tiled_decode)
+    images = vae_ops.decode(bundle.activate("vae"), latents, tiled=tiled_decode, on_tile=on_decode_tile)
     timings["decode"] = time.perf_counter() - t
     timings["total"] = sum(timings.values())
     seeds = [seed + i for i in range(latents.shape[0])]

@@ -6,6 +6,7 @@ outside (PIL images, numpy arrays of any dtype, grayscale, RGBA, 16-bit) goes th
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .checks import output_format
 from .errors import InputError, OutputError
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,6 @@ MAX_PIXELS_ENV = "ZIMAGE_MAX_PIXELS"
 # Formats are chosen by content, never by file name, and only real raster formats are tried: Pillow would otherwise
 # hand EPS content named .png to Ghostscript.
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
-OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 
 def max_pixels() -> int:
@@ -133,51 +134,35 @@ def load_image(path: str | os.PathLike, budget: int | None = None) -> torch.Tens
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Image file not found: {path}" if not path.is_dir() else f"{path} is a folder, not an image.")
+    return _decode(path, path.name, budget)
+
+
+def decode_image(data: bytes, name: str = "upload", budget: int | None = None) -> torch.Tensor:
+    """Decode encoded image bytes (an upload, a base64 field) into a (1, H, W, 3) batch, with the same pixel budget
+    and content-based format check as `load_image`."""
+    return _decode(io.BytesIO(data), name, budget)
+
+
+def _decode(source: Path | io.BytesIO, name: str, budget: int | None) -> torch.Tensor:
     try:
-        with Image.open(path, formats=IMAGE_FORMATS) as im:
-            check_pixels(im.width, im.height, f"image {path.name}", budget)
+        with Image.open(source, formats=IMAGE_FORMATS) as im:
+            check_pixels(im.width, im.height, f"image {name}", budget)
             im.load()
             return as_image_batch(im)
     except Image.DecompressionBombError as err:  # Pillow refuses it while reading the header, before our check
         found = re.search(r"\((\d+) pixels\)", str(err))
         size = f"{int(found[1]) / 1e6:.0f} MP" if found else "more pixels than Pillow opens"
-        raise InputError(f"image {path.name} declares {size} (a decompression bomb), over the "
+        raise InputError(f"image {name} declares {size} (a decompression bomb), over the "
                          f"{(max_pixels() if budget is None else budget) / 1e6:.1f} MP pixel budget.") from None
     except UnidentifiedImageError:
-        raise InputError(f"Could not read image {path.name}: its content is not {', '.join(IMAGE_FORMATS)} (the "
+        raise InputError(f"Could not read image {name}: its content is not {', '.join(IMAGE_FORMATS)} (the "
                          "format is recognised by content, not by the file name).") from None
     except (OSError, SyntaxError, ValueError) as err:  # ValueError: e.g. a PNG text chunk that inflates too far
-        detail = str(err).replace(str(path), path.name).splitlines()[0] if str(err) else type(err).__name__
-        raise InputError(f"Could not read image {path.name}: {detail}. Use a PNG, JPEG, WebP, BMP, TIFF or GIF "
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if isinstance(source, Path):
+            detail = detail.replace(str(source), name)
+        raise InputError(f"Could not read image {name}: {detail}. Use a PNG, JPEG, WebP, BMP, TIFF or GIF "
                          "file.") from None
-
-
-def output_format(path: str | os.PathLike) -> str:
-    """The image format an output path asks for, from its extension; an error naming the supported ones."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in OUTPUT_FORMATS:
-        raise OutputError(f"cannot write '{Path(path).name}': the extension {suffix or '(none)'} is not an image "
-                          f"format this pack writes; use {', '.join(OUTPUT_FORMATS)}.")
-    return OUTPUT_FORMATS[suffix]
-
-
-def check_output_path(path: str | os.PathLike) -> Path:
-    """Check before any work that an image can be written at `path`: a file name with a supported extension, not a
-    folder, in a folder that exists (or can be made) and is writable. Returns the path."""
-    if not str(path).strip():
-        raise OutputError("the output path is empty; give a file name such as out/image.png.")
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"the output path {path} is a folder; give a file name inside it, e.g. {path / 'image.png'}.")
-    output_format(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise OutputError(f"cannot write to {path.parent}: {err.strerror or err}.") from None
-    return path
 
 
 def save_image_atomic(image: Image.Image, path: str | os.PathLike, **save_kwargs) -> Path:

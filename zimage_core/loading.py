@@ -24,8 +24,8 @@ from .checkpoints import (TEXT_ENCODER_PREFIXES, TRANSFORMER_PREFIXES, VAE_PREFI
                           transformer_config_from_shapes, vae_config_from_shapes)
 from .errors import InputError, ModelFileError
 from .fp8 import COMPUTE_DTYPE_ATTR, is_fp8, quantize_fp8, set_scales, swap_in_fp8
+from .settings import STORAGE_MODES
 
-STORAGE_MODES = ("auto", "fp8", "full")
 _DIT_BLOCK_WEIGHT = re.compile(r"^(layers|noise_refiner|context_refiner)\.\d+\..+\.weight$")
 _TE_FP8_WEIGHT = re.compile(r"^(layers\.\d+\..+|embed_tokens)\.weight$")
 

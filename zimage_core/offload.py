@@ -25,7 +25,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-MEMORY_MODES = ("auto", "gpu", "model", "block")
+from .settings import MEMORY_MODES
+
 HOST_MANAGED = "host"  # a host application (ComfyUI's memory manager) places the weights; Placement does nothing
 MARGIN = 1.15
 GIB = 1 << 30

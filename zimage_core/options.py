@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar
 
 from .checks import check_text
 from .errors import InputError
@@ -64,27 +64,37 @@ class Option:
         if value is None:
             if self.optional:
                 return None
-            raise InputError(f"{name} needs a value (default {self.default!r}).")
+            raise InputError(f"{name} needs a value (default {self.default!r}).", self.name)
         if self.type is bool:
             if not isinstance(value, bool):
-                raise InputError(f"{name} must be true or false; got {value!r}.")
+                raise InputError(f"{name} must be true or false; got {value!r}.", self.name)
             return value
         if self.type in (int, float):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise InputError(f"{name} must be a number; got {value!r}.")
-            if self.type is int and (isinstance(value, float) and not value.is_integer()):
-                raise InputError(f"{name} must be a whole number; got {value!r}.")
-            if isinstance(value, float) and not math.isfinite(value):
-                raise InputError(f"{name} must be a finite number; got {value!r}.")
-            value = self.type(value)
-            if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
-                raise InputError(f"{name} must be between {self.min:g} and {self.max:g}; got {value:g}.")
-            return value
+            return self._check_number(value, name)
         if not isinstance(value, str):
-            raise InputError(f"{name} must be text; got {value!r}.")
+            raise InputError(f"{name} must be text; got {value!r}.", self.name)
         check_text(value, name)
         if self.choices is not None and value not in self.choices:
-            raise InputError(f"{name} must be one of {', '.join(self.choices)}; got {value!r}.")
+            raise InputError(f"{name} must be one of {', '.join(map(repr, self.choices))}; got {value!r}.", self.name)
+        return value
+
+    def _check_number(self, value: Any, name: str) -> int | float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"{name} must be a number; got {value!r}.", self.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"{name} must be a finite number; got {value!r}.", self.name)
+        if self.type is int and isinstance(value, float) and not value.is_integer():
+            raise InputError(f"{name} must be a whole number; got {value!r}.", self.name)
+        value = self.type(value)
+        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+            raise InputError(f"{name}={show_number(value)} is out of range; use {show_number(self.min)}.."
+                             f"{show_number(self.max)}.", self.name)
+        step = int(self.step) if self.type is int and self.step and self.step > 1 else 0
+        if step and value % step:
+            lo, hi = value - value % step, value - value % step + step
+            near = " and ".join(str(v) for v in (lo, hi) if self.min <= v <= self.max)
+            raise InputError(f"{name}={value} is not a multiple of {step}; the nearest valid values are {near}.",
+                             self.name)
         return value
 
     def describe(self) -> str:
@@ -93,7 +103,7 @@ class Option:
         if self.choices:
             extra.append("one of " + ", ".join(self.choices))
         elif self.min is not None and self.max is not None:
-            extra.append(f"{self.min:g}..{self.max:g}")
+            extra.append(f"{show_number(self.min)}..{show_number(self.max)}")
         extra.append(f"default {'auto' if self.default is None else self.default}")
         return f"{self.help} ({'; '.join(extra)})"
 
@@ -115,6 +125,11 @@ class Option:
         return spec
 
 
+def show_number(x: float) -> str:
+    """Whole numbers in full (seeds reach 2**64), others short."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 class Settings:
     """Base of the frozen settings dataclasses: their fields become Options named PREFIX_field."""
 
@@ -126,13 +141,25 @@ class Settings:
 
     @classmethod
     def options(cls) -> list[Option]:
+        cached = cls.__dict__.get("_options")  # per class, not inherited: parsing requests calls this a lot
+        if cached is not None:
+            return list(cached)
         out = []
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             if "help" not in f.metadata:
                 continue
             kind = {"int": int, "float": float, "str": str, "bool": bool}[str(f.type).split("|")[0].strip()]
             out.append(Option(cls.option_name(f.name), kind, f.default, **f.metadata))
+        cls._options = tuple(out)
         return out
+
+    @classmethod
+    def option(cls, name: str) -> Option:
+        """One option by its name (e.g. 'face_fidelity')."""
+        for option in cls.options():
+            if option.name == name:
+                return option
+        raise KeyError(name)
 
     @classmethod
     def from_values(cls, values: dict[str, Any], spell: Spelling = lambda name: name) -> "Settings":
@@ -159,9 +186,4 @@ class Settings:
         self._validate()
 
 
-def walk(*groups: type[Settings]) -> Iterator[Option]:
-    for group in groups:
-        yield from group.options()
-
-
-__all__ = ["Option", "Settings", "opt", "walk"]
+__all__ = ["Option", "Settings", "opt", "show_number"]

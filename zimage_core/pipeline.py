@@ -1,4 +1,4 @@
-"""The signature route (DESIGN §1): generate at a working size → block upscale → faces → final resize, with the
+"""The signature route: generate at a working size → block upscale → faces → final resize, with the
 per-stage timing report. `upscale_route` is the same chain for any existing image (no Z-Image weights needed).
 """
 
@@ -8,21 +8,23 @@ import base64
 import io
 import logging
 import os
-import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from .blocks import STAGES, ChainResult, lanczos_resize, upscale_chain
+from .blocks import ChainResult, lanczos_resize, upscale_chain
 from .checks import check_number
 from .errors import InputError
 from .images import as_image_batch, check_pixels, to_pil
 from .sizes import MAX_SIZE, MIN_SIZE, check_size, snap
+from .timing import StageTimer
+
+if TYPE_CHECKING:
+    from .job import GenerationJob
 
 log = logging.getLogger(__name__)
 
-TIMING_STAGES = ("generation", *STAGES, "faces", "resize", "total")
 WORK_MAX = 768  # longest side generated for the upscale route
 MAX_OUTPUT_SIDE = 8192
 
@@ -73,12 +75,6 @@ class RoutePlan:
     upscale: bool  # block route ×scale, then resize; False when the request fits the working size
     scale: float
 
-    def describe(self) -> str:
-        if not self.upscale:
-            return f"generated at {self.work_width}×{self.work_height} as requested; no upscaling needed"
-        return (f"generated at {self.work_width}×{self.work_height}, upscaled ×{self.scale:g} through the block route, "
-                f"resized to {self.width}×{self.height}")
-
 
 def plan_route(width: int, height: int, *, scale: float = 4.0, work_max: int = WORK_MAX,
                max_side: int = MAX_OUTPUT_SIDE) -> RoutePlan:
@@ -92,24 +88,20 @@ def plan_route(width: int, height: int, *, scale: float = 4.0, work_max: int = W
     if max(width, height) / min(width, height) > MAX_SIZE / MIN_SIZE:
         side = "width" if width > height else "height"
         raise InputError(f"{side}={max(width, height)}: the aspect ratio {max(width, height)}:{min(width, height)} "
-                         f"is more extreme than {MAX_SIZE // MIN_SIZE}:1, which cannot be generated.")
+                         f"is more extreme than {MAX_SIZE // MIN_SIZE}:1, which cannot be generated.", side)
     if width <= work_max and height <= work_max:
         return RoutePlan(width, height, width, height, False, float(scale))
     w, h = working_size(width, height, work_max)
     return RoutePlan(width, height, w, h, (w, h) != (width, height), float(scale))
 
 
-def _empty_timings() -> dict[str, float]:
-    return {k: 0.0 for k in TIMING_STAGES}
-
-
-def _finish(image: torch.Tensor, timings: dict[str, float], notes: list[str], *, scale: float, heavy, heavy_ratio,
+def _finish(image: torch.Tensor, timer: StageTimer, notes: list[str], *, scale: float, heavy, heavy_ratio,
             block: int, overlap: int, heavy_options: dict | None, face_model, face_fidelity: float,
             out_size: tuple[int, int] | None, device, on_progress, should_stop) -> RouteResult:
     chain = upscale_chain(image, scale=scale, block=block, overlap=overlap, heavy=heavy, heavy_ratio=heavy_ratio,
                           heavy_options=heavy_options, device=device, previews=False, on_progress=on_progress,
                           should_stop=should_stop)
-    timings.update(chain.timings)
+    timer.merge(chain.timings)
     if chain.heavy_name is None:
         notes.append("no heavy upscaler given: every block used LANCZOS")
     else:
@@ -117,32 +109,29 @@ def _finish(image: torch.Tensor, timings: dict[str, float], notes: list[str], *,
         notes.append(f"heavy path {chain.heavy_name}: {c['heavy']} of {c['heavy'] + c['light']} blocks")
     result = chain.image
 
-    result, face_report = _faces(result, image, face_model, face_fidelity, timings, notes)
+    result, face_report = _faces(result, image, face_model, face_fidelity, timer, notes)
 
-    t = time.perf_counter()
     if out_size is not None and tuple(result.shape[1:3]) != out_size:
-        result = lanczos_resize(result, out_size)
-    timings["resize"] = time.perf_counter() - t
-    timings["total"] = sum(v for k, v in timings.items() if k != "total")
-    return RouteResult(result.clamp(0, 1), timings, notes, chain, face_report)
+        with timer.stage("resize"):
+            result = lanczos_resize(result, out_size)
+    return RouteResult(result.clamp(0, 1), timer.report(), notes, chain, face_report)
 
 
-def _faces(image: torch.Tensor, source: torch.Tensor, face_model, fidelity: float, timings: dict[str, float],
+def _faces(image: torch.Tensor, source: torch.Tensor, face_model, fidelity: float, timer: StageTimer,
            notes: list[str]):
     """The face step: restore with a GFPGAN model when given, else detect on the (smaller) source image and say what
     restoring would have touched."""
     report = None
-    t = time.perf_counter()
-    if face_model is not None:
-        from .faces import restore_faces
+    with timer.stage("faces"):
+        if face_model is not None:
+            from .faces import restore_faces
 
-        image, report = restore_faces(image, face_model, fidelity=fidelity)
-        notes.append(f"faces: {report.summary()}")
-    else:
-        from .faces import detect_only_report
+            image, report = restore_faces(image, face_model, fidelity=fidelity)
+            notes.append(f"faces: {report.summary()}")
+        else:
+            from .faces import detect_only_report
 
-        notes.append(f"faces: {detect_only_report(source)}")
-    timings["faces"] = time.perf_counter() - t
+            notes.append(f"faces: {detect_only_report(source)}")
     return image, report
 
 
@@ -171,37 +160,56 @@ def upscale_route(image, *, scale: float = 4.0, heavy=None, heavy_ratio: float |
     h, w = images.shape[1:3]
     check_pixels(max(1, round(w * scale)), max(1, round(h * scale)), f"the ×{scale:g} upscale of a {w}×{h} image")
     out_size = _out_size(out_width, out_height, (h, w), scale)
-    return _finish(images, _empty_timings(), [], scale=scale, heavy=heavy, heavy_ratio=heavy_ratio, block=block,
+    return _finish(images, StageTimer(), [], scale=scale, heavy=heavy, heavy_ratio=heavy_ratio, block=block,
                    overlap=overlap, heavy_options=heavy_options, face_model=face_model, face_fidelity=face_fidelity,
                    out_size=out_size, device=device, on_progress=on_progress, should_stop=should_stop)
 
 
-def generate_route(bundle, prompts: str | list[str], *, width: int = 1024, height: int = 1024, steps: int = 9,
-                   seed: int = 42, heavy=None, heavy_ratio: float | None = None, heavy_options: dict | None = None,
-                   face_model: str | os.PathLike | None = None, face_fidelity: float = 1.0, scale: float = 4.0,
-                   make_denoiser=None, callback=None, should_stop: Callable[[], bool] | None = None,
-                   work_max: int = WORK_MAX) -> RouteResult:
-    """The full pipeline: Z-Image at the working size (`plan_route`), then the block route, then resize to
-    width×height; requests that fit the working size are generated as asked and only go through the face step."""
-    from .generate import generate
+def generate_route(bundle, job: "GenerationJob | str | list[str]", *, heavy=None, heavy_ratio: float | None = None,
+                   heavy_options: dict | None = None, face_model: str | os.PathLike | None = None,
+                   face_fidelity: float = 1.0, scale: float = 4.0, block: int = 128, overlap: int = 32,
+                   work_max: int = WORK_MAX, callback=None, should_stop: Callable[[], bool] | None = None,
+                   **options) -> RouteResult:
+    """The full pipeline for a final size: Z-Image at the working size (`plan_route`), then — when the images are
+    still smaller than asked — the block route ×scale, then faces and a resize to the requested size.
 
+    job: a GenerationJob whose width × height is the final size, or prompts plus option values, e.g.
+    `generate_route(bundle, "a cat", width=1536, height=1024, nag_scale=4.0, negative_prompt="blurry")`. Hi-res
+    passes start from the working size; when they reach the requested size the block route is skipped."""
+    from .job import GenerationJob, run_job
+
+    if not isinstance(job, GenerationJob):
+        job = GenerationJob.build([job] if isinstance(job, str) else list(job), options)
+    elif options:
+        raise TypeError(f"options {sorted(options)} given with a GenerationJob; set them on the job.")
+    width, height = job.generation.width, job.generation.height
     plan = plan_route(width, height, scale=scale, work_max=work_max)
-    timings = _empty_timings()
-    t = time.perf_counter()
-    gen = generate(bundle, prompts, width=plan.work_width, height=plan.work_height, steps=steps, seed=seed,
-                   make_denoiser=make_denoiser, callback=callback, should_stop=should_stop)
-    timings["generation"] = time.perf_counter() - t
-    notes = [plan.describe(), *gen.notes]
-    if plan.upscale:
-        result = _finish(gen.images, timings, notes, scale=scale, heavy=heavy, heavy_ratio=heavy_ratio, block=128,
-                         overlap=32, heavy_options=heavy_options, face_model=face_model, face_fidelity=face_fidelity,
-                         out_size=(height, width), device=None, on_progress=None, should_stop=should_stop)
+    timer = StageTimer()
+    gen = run_job(bundle, job.at_size(plan.work_width, plan.work_height), callback=callback, should_stop=should_stop)
+    timer.merge(gen.timings)
+    images = gen.images
+    gen_h, gen_w = int(images.shape[1]), int(images.shape[2])
+    if (gen_w, gen_h) == (width, height):
+        notes = [f"generated at {gen_w}×{gen_h} as requested; no upscaling needed"]
+    elif gen_w >= width and gen_h >= height:
+        notes = [f"generated at {gen_w}×{gen_h} (hi-res passes), resized to {width}×{height}"]
     else:
+        notes = [f"generated at {gen_w}×{gen_h}, upscaled ×{scale:g} through the block route, resized to "
+                 f"{width}×{height}"]
+    notes += gen.notes
+    if gen_w >= width and gen_h >= height:
         if heavy is not None:
             notes.append("heavy upscaler not used: no upscaling was needed")
-        image, face_report = _faces(gen.images, gen.images, face_model, face_fidelity, timings, notes)
-        timings["total"] = sum(v for k, v in timings.items() if k != "total")
-        result = RouteResult(image.clamp(0, 1), timings, notes, faces=face_report)
+        image, face_report = _faces(images, images, face_model, face_fidelity, timer, notes)
+        if (gen_w, gen_h) != (width, height):
+            with timer.stage("resize"):
+                image = lanczos_resize(image, (height, width))
+        result = RouteResult(image.clamp(0, 1), timer.report(), notes, faces=face_report)
+    else:
+        result = _finish(images, timer, notes, scale=scale, heavy=heavy, heavy_ratio=heavy_ratio, block=block,
+                         overlap=overlap, heavy_options=heavy_options, face_model=face_model,
+                         face_fidelity=face_fidelity,
+                         out_size=(height, width), device=None, on_progress=None, should_stop=should_stop)
     result.seeds = gen.seeds
     return result
 

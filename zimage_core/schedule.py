@@ -10,8 +10,8 @@ import math
 import torch
 
 from .errors import InputError
+from .settings import DEFAULT_SHIFT
 
-DEFAULT_SHIFT = 3.0
 
 
 def flow_sigmas(steps: int, shift: float = DEFAULT_SHIFT) -> torch.Tensor:

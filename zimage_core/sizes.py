@@ -18,13 +18,14 @@ def check_side(name: str, value: object, *, min_size: int = MIN_SIZE, max_size: 
     """One side of a size: an int in min_size..max_size and a multiple of 16. The error names the side and the value
     the caller gave, and the nearest valid sizes."""
     if not isinstance(value, int) or isinstance(value, bool):
-        raise InputError(f"{name} must be an integer number of pixels, got {value!r}.")
+        raise InputError(f"{name} must be an integer number of pixels, got {value!r}.", name)
     if not min_size <= value <= max_size:
-        raise InputError(f"{name}={value} is out of range; use {min_size}..{max_size} pixels.")
+        raise InputError(f"{name}={value} is out of range; use {min_size}..{max_size} pixels.", name)
     if value % SIZE_MULTIPLE:
         lo, hi = (value // SIZE_MULTIPLE) * SIZE_MULTIPLE, (value // SIZE_MULTIPLE + 1) * SIZE_MULTIPLE
         near = " and ".join(str(v) for v in (lo, hi) if min_size <= v <= max_size) or str(min_size)
-        raise InputError(f"{name}={value} is not a multiple of {SIZE_MULTIPLE}; the nearest valid sizes are {near}.")
+        raise InputError(f"{name}={value} is not a multiple of {SIZE_MULTIPLE}; the nearest valid sizes are {near}.",
+                         name)
     return value
 
 

@@ -3,6 +3,7 @@ line and exit 2, found before any model loads, and never a partial file."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -89,3 +90,40 @@ def test_cuda_device_without_a_gpu_is_one_line(tmp_path):
         pytest.skip("this machine has a GPU")
     proc = run("upscale", str(PHOTO), "--out", str(tmp_path / "o.png"), "--device", "cuda")
     one_error_line(proc, "no CUDA GPU is visible")
+
+
+FAIL_FAST_PROBE = """
+import json, sys, time
+opened = []
+sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == "open" and str(args[0]).endswith(
+    (".safetensors", ".gguf", ".pth")) else None)
+t0 = time.perf_counter()
+from zimage_core.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "seconds": time.perf_counter() - t0, "opened": opened,
+                  "torch": "torch" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("--width", "1000"), "--width=1000 is not a multiple of 16"),
+    (("--steps", "0"), "--steps=0 is out of range"),
+    (("--nag-scale", "50"), "--nag-scale=50 is out of range"),
+    (("--out", "{tmp}"), "is a folder"),
+    (("--out", "{tmp}/x.gif"), ".gif is not an image format"),
+    (("--aspect", "16:9", "--width", "512"), "--aspect sets the size"),
+    (("--lora", "{tmp}/missing.safetensors:0.5"), "missing.safetensors: not found"),
+])
+def test_bad_input_fails_before_torch_or_any_weight_is_touched(tiny_dirs, tmp_path, args, needle):
+    """With real model files present: refused with one line, nothing read from a model file and torch not even
+    imported (the seconds are printed for the record; a test never races the clock)."""
+    argv = ["generate", "--prompt", "a cat", "--models", str(tiny_dirs["comfy"]), "--out", str(tmp_path / "o.png"),
+            *(a.replace("{tmp}", str(tmp_path)) for a in args)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", FAIL_FAST_PROBE, *argv], capture_output=True, text=True, env=env,
+                          timeout=120, cwd=REPO)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert result["code"] == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
+    assert result["opened"] == [] and result["torch"] is False, result
+    print(f"{' '.join(args)}: refused in {result['seconds'] * 1000:.0f} ms")

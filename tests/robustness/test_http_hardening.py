@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 import torch
 
-from zimage_core.pipeline import RouteResult, TIMING_STAGES, plan_route
+from zimage_core.pipeline import RouteResult, plan_route
 from zimage_core.service.app import create_app, redact
 from zimage_core.service.jobs import Job, JobQueue
 from zimage_core.service.request import Limits, RequestError, parse_request
@@ -24,9 +24,10 @@ from zimage_core.sizes import check_size
 from zimage_core.testing.http import BackgroundServer
 
 
-def fake_route(bundle, prompts, *, width, height, steps, seed, should_stop, **kwargs) -> RouteResult:
-    image = torch.full((len(prompts), height, width, 3), 0.5)
-    return RouteResult(image, {k: 0.0 for k in TIMING_STAGES}, ["fake"], seeds=[seed + i for i in range(len(prompts))])
+def fake_route(bundle, job, *, should_stop, **kwargs) -> RouteResult:
+    g = job.generation
+    image = torch.full((len(job.prompts), g.height, g.width, 3), 0.5)
+    return RouteResult(image, {"total": 0.0}, ["fake"], seeds=[g.seed + i for i in range(len(job.prompts))])
 
 
 def raw_request(url: str, data: bytes, timeout: float = 10) -> tuple[int, dict]:
@@ -151,16 +152,18 @@ def test_client_errors_never_show_server_paths(server):
 
 
 def test_every_documented_size_is_accepted_or_names_the_clients_value():
-    """The whole documented range (64..2048, multiples of 16: 15,625 sizes) plans to a size the sampler can make;
+    """The whole documented range (64..4096, multiples of 16: 64,009 sizes) plans to a size the sampler can make;
     sizes outside it get a 400 naming the field and the value the client sent."""
-    sizes = range(64, 2049, 16)
+    sizes = range(64, 4097, 16)
+    for side in sizes:  # each side value is accepted (the pair is judged by plan_route, which parse_request runs)
+        assert parse_request({"prompts": ["a"], "width": side, "height": 1024}).width == side
+        assert parse_request({"prompts": ["a"], "width": 1024, "height": side}).height == side
     for w, h in itertools.product(sizes, sizes):
-        req = parse_request({"prompts": ["a"], "width": w, "height": h})
-        plan = plan_route(req.width, req.height)
+        plan = plan_route(w, h, max_side=Limits().max_side)
         check_size(plan.work_width, plan.work_height)
         assert plan.work_width <= w and plan.work_height <= h
         assert abs((w / h) / (plan.work_width / plan.work_height) - 1) <= 0.02, (w, h, plan)
-    for field, value in itertools.product(("width", "height"), (0, 48, 100, 2050, 2064, 4096, -16)):
+    for field, value in itertools.product(("width", "height"), (0, 48, 100, 4098, 4112, 8192, -16)):
         with pytest.raises(RequestError) as info:
             parse_request({"prompts": ["a"], field: value})
         assert info.value.field == field and f"{field}={value}" in info.value.message, info.value.message
@@ -173,7 +176,7 @@ def test_extreme_documented_sizes_generate(tmp_path, tokenizer_source):
     root = save_tiny_models(tmp_path / "models", "comfy", tokenizer_source=tokenizer_source)
     app = create_app(root, queue_size=2, timeout_s=120, device="cpu", route_options={"scale": 2, "work_max": 128})
     with BackgroundServer(app) as srv:
-        for w, h in ((2048, 64), (64, 2048), (1040, 64), (2048, 80)):
+        for w, h in ((4096, 64), (64, 4096), (1040, 64), (2048, 80)):
             raw = json.dumps({"prompts": ["a long strip"], "width": w, "height": h, "steps": 1}).encode()
             status, out = post_bytes(srv.url, raw)
             assert status == 200 and (out["width"], out["height"]) == (w, h), out

@@ -54,11 +54,11 @@ class GatedRoute:
         self.steps_after_stop: dict[str, int] = {}
         self.at_gate = threading.Event()
 
-    def __call__(self, bundle, prompts, *, should_stop, **kwargs):
-        name = prompts[0]
+    def __call__(self, bundle, job, *, should_stop, **kwargs):
+        name = job.prompts[0]
         self.started.append(name)
         if not name.startswith("gated"):
-            return generate_route(bundle, prompts, should_stop=should_stop, **kwargs)
+            return generate_route(bundle, job, should_stop=should_stop, **kwargs)
         self.steps_after_stop[name] = 0
 
         def gate(info) -> None:
@@ -71,7 +71,7 @@ class GatedRoute:
                 time.sleep(0.005)
             self.steps_after_stop[name] += 1  # the step that was waiting at the gate
 
-        return generate_route(bundle, prompts, should_stop=should_stop, callback=gate, **kwargs)
+        return generate_route(bundle, job, should_stop=should_stop, callback=gate, **kwargs)
 
 
 @pytest.fixture(scope="module")

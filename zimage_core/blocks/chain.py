@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 
 import torch
 
 from ..errors import InputError, Interrupted
 from ..images import as_image_batch, check_pixels
+from ..timing import StageTimer
 from .classify import Classification, classification_preview, classify_blocks
 from .resample import lanczos_resize
 from .saliency import saliency_heatmap, saliency_of_batch
@@ -37,8 +37,9 @@ class ChainResult:
     image: (B, round(H·scale), round(W·scale), 3); saliency: (B, H, W); classification: per-block labels and planned
     routes; heavy: (N,) bool, the route each block actually took; blocks: the grid (pixels included);
     previews: {"saliency": heatmap IMAGE, "classes": class/route IMAGE} (empty when previews=False);
-    timings: seconds per stage (STAGES); the light path's LANCZOS and feather blend are one fused pass, counted
-    under 'upscaling'; 'stitching' is the blending of heavy blocks. heavy_name: the heavy model used, or None.
+    timings: seconds per stage that ran (of STAGES); the light path's LANCZOS and feather blend are one fused pass,
+    counted under 'upscaling'; 'stitching' (the blending of heavy blocks) appears only when heavy blocks ran.
+    heavy_name: the heavy model used, or None.
     """
 
     image: torch.Tensor
@@ -59,17 +60,6 @@ class ChainResult:
         c["heavy"] = int(self.heavy.sum())
         c["light"] = int((~self.heavy).sum())
         return c
-
-
-class _Clock:
-    def __init__(self, device: torch.device) -> None:
-        self.sync = device.type == "cuda"
-        self.t = {s: 0.0 for s in STAGES}
-
-    def now(self) -> float:
-        if self.sync:
-            torch.cuda.synchronize()
-        return time.perf_counter()
 
 
 def _check_stop(should_stop: StopFn | None, stage: str) -> None:
@@ -117,7 +107,7 @@ def upscale_chain(
     images = as_image_batch(images)
     if device is not None:
         images = images.to(device)
-    clock = _Clock(images.device)
+    clock = StageTimer(sync_cuda=images.device.type == "cuda")
     b, h, w, _ = images.shape
     out_size = (max(1, round(h * scale)), max(1, round(w * scale)))
     check_pixels(out_size[1], out_size[0], f"the ×{scale:g} upscale of a {w}×{h} image")
@@ -127,20 +117,18 @@ def upscale_chain(
         load_heavy_upscaler(heavy, device=device, **(heavy_options or {})) if heavy is not None else None
     )
 
-    t0 = clock.now()
-    blocks = slice_batch(images, block, overlap)
-    t1 = clock.now()
+    with clock.stage("slicing"):
+        blocks = slice_batch(images, block, overlap)
     _check_stop(should_stop, "saliency")
-    sal = saliency_of_batch(images)
-    t2 = clock.now()
+    with clock.stage("saliency"):
+        sal = saliency_of_batch(images)
     _check_stop(should_stop, "classification")
-    cls = classify_blocks(blocks, sal, heavy_ratio)
-    t3 = clock.now()
-    clock.t["slicing"], clock.t["saliency"], clock.t["classification"] = t1 - t0, t2 - t1, t3 - t2
+    with clock.stage("classification"):
+        cls = classify_blocks(blocks, sal, heavy_ratio)
 
     if upscaler is None:
-        log.warning("No heavy upscaler given: all %d blocks use LANCZOS (pass an upscale model or an SD x4 folder "
-                    "to enhance subject and detail blocks).", len(blocks))
+        log.info("No heavy upscaler given: all %d blocks use LANCZOS (pass an upscale model or an SD x4 folder "
+                 "to enhance subject and detail blocks).", len(blocks))
         route = torch.zeros(len(blocks), dtype=torch.bool)
     else:
         route = cls.heavy.cpu().clone()
@@ -160,9 +148,8 @@ def upscale_chain(
     try:
         _check_stop(should_stop, "upscaling")
         # Light path for every block at once: LANCZOS + feather stitch fused into one banded resample (light.py).
-        t = clock.now()
-        image = feather_resample(images, blocks, work)
-        clock.t["upscaling"] += clock.now() - t
+        with clock.stage("upscaling"):
+            image = feather_resample(images, blocks, work)
         progress(int((~route).sum()))
         _check_stop(should_stop, "the heavy path")
         heavy_idx = torch.nonzero(route).flatten()
@@ -175,12 +162,12 @@ def upscale_chain(
                                                 batch_size=batch_size, should_stop=should_stop):
                 idx = heavy_idx[sl]
                 t_mid = clock.now()
-                clock.t["upscaling"] += t_mid - t
+                clock.add("upscaling", t_mid - t)
                 # Swap these blocks' LANCZOS share of the weighted mean for the heavy output (exact, see light.py).
                 light = lanczos_upscale_blocks(nchw[idx.to(nchw.device)], work)
                 blend_blocks_into(image, out.to(images.device), light, blocks.positions[idx], blocks, work)
                 t = clock.now()
-                clock.t["stitching"] += t - t_mid
+                clock.add("stitching", t - t_mid)
                 progress(idx.numel())
             image.clamp_(0.0, 1.0)
     finally:
@@ -189,9 +176,8 @@ def upscale_chain(
             release()
 
     if tuple(image.shape[1:3]) != out_size:
-        t = clock.now()
-        image = lanczos_resize(image, out_size)
-        clock.t["upscaling"] += clock.now() - t
+        with clock.stage("upscaling"):
+            image = lanczos_resize(image, out_size)
 
     pv: dict[str, torch.Tensor] = {}
     if previews:
@@ -200,7 +186,7 @@ def upscale_chain(
         pv["saliency"] = saliency_heatmap(sal)
         pv["classes"] = classification_preview(images, blocks, replace(cls, heavy=route.to(cls.heavy.device)))
     return ChainResult(image=image, saliency=sal, classification=cls, heavy=route, blocks=blocks, previews=pv,
-                       timings=dict(clock.t), heavy_name=upscaler.name if upscaler is not None else None)
+                       timings=dict(clock.seconds), heavy_name=upscaler.name if upscaler is not None else None)
 
 
 __all__ = ["upscale_chain", "ChainResult", "STAGES", "working_scale"]

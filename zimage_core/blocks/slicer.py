@@ -15,11 +15,10 @@ import torch
 
 from ..errors import InputError
 from ..images import as_image_batch
+from ..settings import DEFAULT_BLOCK, DEFAULT_OVERLAP
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BLOCK = 128
-DEFAULT_OVERLAP = 32
 
 
 def axis_starts(length: int, block: int, stride: int) -> list[int]:

@@ -26,8 +26,8 @@ from ..errors import InputError
 from ..sample import check_conditioning, transformer_velocity
 from .cfg import cfg_combine, cfg_scale_at, cfg_velocities, check_cfg
 from .nag import check_nag, nag_velocity
-from .slg import (DEFAULT_SLG_END, DEFAULT_SLG_LAYERS, DEFAULT_SLG_START, check_layers, check_window, skip_layers,
-                  slg_active, slg_combine)
+from .settings import DEFAULT_SLG_END, DEFAULT_SLG_LAYERS, DEFAULT_SLG_START, check_layers, check_window
+from .slg import skip_layers, slg_active, slg_combine
 
 log = logging.getLogger("zimage_core.guidance")
 
@@ -117,8 +117,9 @@ class GuidedDenoiser:
             self._note("NAG is ignored while CFG is on (scale > 0): NAG is the negative prompt for CFG-free models.")
 
     def _note(self, text: str) -> None:
+        """Guidance that will not act (NAG's defaults are on values, so this is usual, not a warning)."""
         self.notes.append(text)
-        log.warning(text)
+        log.info(text)
 
     def _context(self) -> ContextManager:
         dype = self.options.dype

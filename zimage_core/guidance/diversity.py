@@ -24,8 +24,8 @@ from typing import Callable
 import torch
 
 from ..errors import InputError
+from .settings import DEFAULT_UNTIL_SIGMA
 
-DEFAULT_UNTIL_SIGMA = 0.8
 _SALT = 0x5EED_D1CE  # keeps the caption noise independent of the image noise drawn from the same seed
 
 DiversityFn = Callable[[list[torch.Tensor], float, int], list[torch.Tensor]]

@@ -47,9 +47,8 @@ from typing import Iterator
 import torch
 
 from ..errors import InputError
+from .settings import DEFAULT_METHOD, METHODS
 
-METHODS = ("ntk", "yarn", "vision_yarn")
-DEFAULT_METHOD = "vision_yarn"
 YARN_BAND = (1.0, 32.0)  # rotations over the base length: ≤ lo fully interpolated, ≥ hi untouched
 VISION_BASE_BAND = (2.0, 16.0)  # vision_yarn: ≥ 16 rotations keep plain RoPE
 VISION_NTK_BAND = (0.75, 1.25)  # vision_yarn: ≤ 0.75 rotations position-interpolated, ≥ 1.25 NTK

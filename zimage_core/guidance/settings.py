@@ -8,16 +8,63 @@ nodes start from a value that acts: node_default)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable
 
-from ..encode import Conditioning
+from ..errors import InputError
 from ..options import Settings, opt
-from .diversity import DEFAULT_UNTIL_SIGMA, make_diversity_fn
-from .dype import DEFAULT_METHOD, METHODS, DyPE
-from .slg import DEFAULT_SLG_END, DEFAULT_SLG_LAYERS, DEFAULT_SLG_START, check_layers, check_window, parse_layers
 
+if TYPE_CHECKING:
+    from ..encode import Conditioning
+    from .dype import DyPE
+
+# Declared here (not in the torch modules that use them) so options parse and check without importing torch.
+DEFAULT_SLG_LAYERS = (7, 8, 9, 10, 11, 12)
+DEFAULT_SLG_START = 0.99
+DEFAULT_SLG_END = 0.80
+METHODS = ("ntk", "yarn", "vision_yarn")
+DEFAULT_METHOD = "vision_yarn"
+DEFAULT_UNTIL_SIGMA = 0.8
 DYPE_METHODS = ("off",) + METHODS
 SLG_LAYERS = f"{DEFAULT_SLG_LAYERS[0]}-{DEFAULT_SLG_LAYERS[-1]}"
+
+
+def parse_layers(spec: str | int | Iterable[int]) -> tuple[int, ...]:
+    """'7-12', '7,9,11-12', 5 or [7, 8] → sorted unique layer indices (range ends inclusive)."""
+    if isinstance(spec, int):
+        return (spec,)
+    if not isinstance(spec, str):
+        return tuple(sorted({int(i) for i in spec}))
+    out: set[int] = set()
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)|(\d+)", part)
+        if not m:
+            raise InputError(f"Cannot read SLG layers '{spec}': use indices and ranges like '7-12' or '7,9,11'.")
+        lo, hi = (int(m[1]), int(m[2])) if m[3] is None else (int(m[3]), int(m[3]))
+        if lo > hi:
+            raise InputError(f"SLG layer range '{part}' runs backwards; write it low-high, e.g. '7-12'.")
+        out.update(range(lo, hi + 1))
+    return tuple(sorted(out))
+
+
+def check_layers(layers: str | int | Iterable[int], n_layers: int) -> tuple[int, ...]:
+    """Valid layer indices for a model with n_layers main layers, or InputError naming the valid range."""
+    idx = parse_layers(layers)
+    if not idx:
+        raise InputError(f"SLG needs at least one layer to skip (valid indices 0..{n_layers - 1}; Turbo default "
+                         "7-12).")
+    bad = [i for i in idx if not 0 <= i < n_layers]
+    if bad:
+        raise InputError(f"SLG layer(s) {bad} out of range: this model has {n_layers} main layers, valid indices "
+                         f"are 0..{n_layers - 1}.")
+    return idx
+
+
+def check_window(start: float, end: float) -> None:
+    if not (0.0 <= end <= start <= 1.0):
+        raise InputError(f"SLG window must satisfy 0 ≤ end ≤ start ≤ 1 (σ values, 1 = pure noise); got start "
+                         f"{start}, end {end}.")
 
 
 @dataclass(frozen=True)
@@ -66,9 +113,11 @@ class DypeSettings(Settings):
     def on(self) -> bool:
         return self.method != "off"
 
-    def for_size(self, width: int, height: int) -> DyPE | None:
+    def for_size(self, width: int, height: int) -> "DyPE | None":
         if not self.on:
             return None
+        from .dype import DyPE
+
         return DyPE(width, height, method=self.method, lambda_s=self.scale, lambda_t=self.exponent, base=self.base)
 
 
@@ -116,10 +165,30 @@ class GuidanceSettings:
         return {k: v for group in (self.nag, self.slg, self.dype, self.cfg, self.diversity)
                 for k, v in group.values().items()}
 
-    def options_for(self, *, width: int, height: int, seed: int, negative: Conditioning | None = None,
+    def describe(self, negative: bool) -> list[str]:
+        """One line per guidance that acts (for reports): what a request's options turned on."""
+        lines = []
+        if self.cfg.scale > 0:
+            lines.append(f"CFG scale {self.cfg.scale:g} (renorm {self.cfg.normalization:g}, truncation "
+                         f"{self.cfg.truncation:g}) with the {'negative' if negative else 'empty'} prompt")
+        elif negative and self.nag.scale != 1.0:
+            lines.append(f"negative prompt applied with NAG (scale {self.nag.scale:g}, tau {self.nag.tau:g}, alpha "
+                         f"{self.nag.alpha:g})")
+        if self.slg.scale != 0.0:
+            lines.append(f"SLG scale {self.slg.scale:g} on layers {self.slg.layers} for σ in [{self.slg.end:g}, "
+                         f"{self.slg.start:g}]")
+        if self.dype.on:
+            lines.append(f"DyPE {self.dype.method} (λs {self.dype.scale:g}, λt {self.dype.exponent:g}) above "
+                         f"{self.dype.base}²")
+        if self.diversity.strength > 0:
+            lines.append(f"seed diversity {self.diversity.strength:g} while σ > {self.diversity.until_sigma:g}")
+        return lines
+
+    def options_for(self, *, width: int, height: int, seed: int, negative: "Conditioning | None" = None,
                     n_layers: int | None = None):
         """The runtime GuidanceOptions for one generation at this size and seed."""
         from .denoiser import GuidanceOptions
+        from .diversity import make_diversity_fn
 
         if n_layers is not None and self.slg.scale != 0.0:
             check_layers(self.slg.layers, n_layers)
@@ -134,4 +203,6 @@ class GuidanceSettings:
 
 
 __all__ = ["CfgSettings", "DiversitySettings", "DypeSettings", "GROUPS", "GuidanceSettings", "NagSettings",
-           "SlgSettings", "DYPE_METHODS"]
+           "SlgSettings", "DEFAULT_METHOD", "DEFAULT_SLG_END", "DEFAULT_SLG_LAYERS",
+           "DEFAULT_SLG_START", "DEFAULT_UNTIL_SIGMA", "DYPE_METHODS", "METHODS", "check_layers", "check_window",
+           "parse_layers"]

@@ -16,17 +16,13 @@ forwards either way.
 
 from __future__ import annotations
 
-import re
 from contextlib import contextmanager
 from typing import Iterable, Iterator
 
 import torch
 
-from ..errors import InputError
+from .settings import DEFAULT_SLG_END, DEFAULT_SLG_START, check_layers
 
-DEFAULT_SLG_LAYERS = (7, 8, 9, 10, 11, 12)
-DEFAULT_SLG_START = 0.99
-DEFAULT_SLG_END = 0.80
 WINDOW_TOLERANCE = 1e-6
 
 
@@ -41,43 +37,6 @@ class SkippedLayer(torch.nn.Module):
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         self.calls += 1
         return x
-
-
-def parse_layers(spec: str | int | Iterable[int]) -> tuple[int, ...]:
-    """'7-12', '7,9,11-12', 5 or [7, 8] → sorted unique layer indices (range ends inclusive)."""
-    if isinstance(spec, int):
-        return (spec,)
-    if not isinstance(spec, str):
-        return tuple(sorted({int(i) for i in spec}))
-    out: set[int] = set()
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)|(\d+)", part)
-        if not m:
-            raise InputError(f"Cannot read SLG layers '{spec}': use indices and ranges like '7-12' or '7,9,11'.")
-        lo, hi = (int(m[1]), int(m[2])) if m[3] is None else (int(m[3]), int(m[3]))
-        if lo > hi:
-            raise InputError(f"SLG layer range '{part}' runs backwards; write it low-high, e.g. '7-12'.")
-        out.update(range(lo, hi + 1))
-    return tuple(sorted(out))
-
-
-def check_layers(layers: str | int | Iterable[int], n_layers: int) -> tuple[int, ...]:
-    """Valid layer indices for a model with n_layers main layers, or InputError naming the valid range."""
-    idx = parse_layers(layers)
-    if not idx:
-        raise InputError(f"SLG needs at least one layer to skip (valid indices 0..{n_layers - 1}; Turbo default "
-                         "7-12).")
-    bad = [i for i in idx if not 0 <= i < n_layers]
-    if bad:
-        raise InputError(f"SLG layer(s) {bad} out of range: this model has {n_layers} main layers, valid indices "
-                         f"are 0..{n_layers - 1}.")
-    return idx
-
-
-def check_window(start: float, end: float) -> None:
-    if not (0.0 <= end <= start <= 1.0):
-        raise InputError(f"SLG window must satisfy 0 ≤ end ≤ start ≤ 1 (σ values, 1 = pure noise); got start "
-                         f"{start}, end {end}.")
 
 
 def slg_active(sigma: float, start: float = DEFAULT_SLG_START, end: float = DEFAULT_SLG_END) -> bool:

@@ -1,21 +1,21 @@
 """Runs one validated generate request on the models: the bridge between the job queue and the pipeline.
 
 Lives in the worker thread: it owns the model bundle, loads the heavy upscaler and face model a request names
-(keeping the last two loaded: reloading per request would dominate its time), builds the NAG denoiser for a
-negative prompt, calls the route and encodes the answer.
+(keeping the last two loaded: reloading per request would dominate its time), runs the request's job through the
+route and encodes the answer, which echoes the effective options.
 """
 
 from __future__ import annotations
 
 import collections
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import Interrupted, ModelFileError, ZImageError
-from ..guidance.settings import NagSettings
 from ..pipeline import RouteResult, encode_jpeg_base64, generate_route
 from ..weights import resolve_inside
-from .request import MODEL_FIELDS, GenerateRequest, RequestError
+from .request import MODEL_FIELDS, SERVER_OPTIONS, GenerateRequest, RequestError
 
 LOADED_PARTS = ("transformer", "text_encoder", "vae", "tokenizer")
 ROUTE_OPTION_KEYS = ("scale", "work_max", "heavy_ratio", "heavy_options", "face_fidelity")
@@ -29,14 +29,14 @@ class GenerationRunner:
 
     def __init__(self, provider: BundleProvider, *, route: RouteFn = generate_route,
                  route_options: dict[str, Any] | None = None, heavy_dirs: list[Path] = (),
-                 face_dirs: list[Path] = (), bundle: Any = None, model_dirs: dict[str, list[Path]] | None = None,
-                 bundle_for: Callable[..., Any] | None = None):
+                 face_dirs: list[Path] = (), lora_dirs: list[Path] = (), bundle: Any = None,
+                 model_dirs: dict[str, list[Path]] | None = None, bundle_for: Callable[..., Any] | None = None):
         options = dict(route_options or {})
         bad = sorted(set(options) - set(ROUTE_OPTION_KEYS))
         if bad:
             raise ValueError(f"unknown route_options {bad}; allowed: {', '.join(ROUTE_OPTION_KEYS)}.")
         self.provider, self.route, self.route_options = provider, route, options
-        self.heavy_dirs, self.face_dirs = list(heavy_dirs), list(face_dirs)
+        self.heavy_dirs, self.face_dirs, self.lora_dirs = list(heavy_dirs), list(face_dirs), list(lora_dirs)
         # where request-chosen model files may come from, and how a bundle of other files is loaded
         self.model_dirs, self.bundle_for = dict(model_dirs or {}), bundle_for
         self.bundle = bundle
@@ -58,6 +58,13 @@ class GenerationRunner:
                 raise RequestError(f"{name}: this server serves one fixed set of model files.", name)
             files[name] = _resolve(value, self.model_dirs.get(name, []), name)
         return files
+
+    def resolve_loras(self, req: GenerateRequest) -> GenerateRequest:
+        """The request with its LoRA names resolved inside the LoRA folders (on the event loop: no loading)."""
+        if not req.loras:
+            return req
+        paths = tuple((_resolve(name, self.lora_dirs, "loras"), strength) for name, strength in req.loras)
+        return replace(req, job=replace(req.job, loras=paths))
 
     def preload(self) -> None:
         bundle = self.provider()
@@ -111,20 +118,16 @@ class GenerationRunner:
         self.bundle = bundle
         kwargs = {k: v for k, v in self.route_options.items() if k != "heavy_options"}
         kwargs.update(self._load_extras(req, files, getattr(bundle, "device", None)))
-        if req.negative_prompt:
-            kwargs["make_denoiser"] = _nag_denoiser(bundle, req.negative_prompt)
-        result = self.route(bundle, req.prompts, width=req.width, height=req.height, steps=req.steps, seed=req.seed,
-                            should_stop=should_stop, **kwargs)
+        kwargs.update(req.route)
+        result = self.route(bundle, req.job, should_stop=should_stop, **kwargs)
         images = [encode_jpeg_base64(result.image, i) for i in range(result.image.shape[0])]
         seeds = list(result.seeds) or [req.seed + i for i in range(len(images))]
         payload: dict[str, Any] = {"image": images[0], "width": int(result.image.shape[2]),
                                    "height": int(result.image.shape[1]), "seed": req.seed,
                                    "timing_report": {k: round(float(v), 6) for k, v in result.timings.items()},
-                                   "notes": list(result.notes)}
-        if req.negative_prompt:
-            nag = NagSettings()
-            payload["notes"].append(f"negative prompt applied with NAG (scale {nag.scale:g}, tau {nag.tau:g}, alpha "
-                                    f"{nag.alpha:g})")
+                                   "notes": list(result.notes),
+                                   "options": {**{k: v for k, v in req.job.values().items() if k not in SERVER_OPTIONS},
+                                               **req.route}}
         if len(images) > 1:
             payload["images"], payload["seeds"] = images, seeds
         return payload
@@ -137,19 +140,6 @@ def _resolve(name: str | None, roots: list[Path], what: str) -> Path | None:
         return resolve_inside(name, roots)
     except ModelFileError as err:
         raise RequestError(str(err), what) from None
-
-
-def _nag_denoiser(bundle: Any, negative: str):
-    """NAG at its default settings (Turbo has no CFG, so NAG is how a negative prompt acts)."""
-    try:
-        from ..generate import prompt_encoder
-        from ..guidance import GuidanceOptions, guided_denoiser
-    except ImportError as err:  # module absent; any error past the imports is a real failure (500 path)
-        raise RequestError(f"negative_prompt needs NAG guidance, which this installation lacks ({err}).",
-                           "negative_prompt") from err
-    neg = prompt_encoder(bundle).encode([negative])  # one entry applies to every prompt of the batch
-    nag = NagSettings()
-    return guided_denoiser(GuidanceOptions(negative=neg, nag_scale=nag.scale, nag_tau=nag.tau, nag_alpha=nag.alpha))
 
 
 __all__ = ["GenerationRunner", "LOADED_PARTS", "ROUTE_OPTION_KEYS"]
