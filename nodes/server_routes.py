@@ -1,8 +1,8 @@
-"""`POST /zimage/generate` on ComfyUI's own server: the DESIGN §1 HTTP contract, run as a graph of our nodes through
+"""`POST /zimage/generate` on ComfyUI's own server: the headless API's contract, run as a graph of our nodes through
 ComfyUI's queue (so it shares the GPU, the model cache and the memory manager with everything else ComfyUI runs).
 
 Flow: validate the body with zimage_core.service.parse_request (same rules and errors as the headless server) → build
-the full-pipeline API graph (`build_prompt`) → POST it to ComfyUI's own /prompt over loopback (the exact code path
+the full-pipeline API graph (`route_graph.build_route_graph`) → POST it to ComfyUI's own /prompt over loopback (the exact code path
 a client's POST /prompt takes: validation, on_prompt handlers, queue) → poll the prompt's history → read the
 PreviewImage output → answer `{"image": base64 JPEG, "width", "height", "seed", "timing_report", ...}`. The timing
 report comes from our nodes (host.record_timing, keyed by prompt id).
@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import re
 import time
 import uuid
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from zimage_core.job import GenerationJob
 from zimage_core.model_choice import AUTO, pick_face_model
-from zimage_core.pipeline import encode_jpeg_base64, plan_route
+from zimage_core.pipeline import encode_jpeg_base64
 from zimage_core.service.request import SERVER_OPTIONS, Limits, RequestError, parse_request
-from zimage_core.settings import RouteSettings
 
 from . import host
+from .route_graph import build_route_graph
 
 log = logging.getLogger(__name__)
 
@@ -53,86 +49,6 @@ def default_choices() -> dict[str, Any]:
     return {**picks, "files": files, "heavy_choices": [c for c in heavy_choices() if c != AUTO], "heavy": heavy,
             "heavy_note": f"heavy upscaler: {why}", "face_choices": faces, "face_model": face,
             "face_note": f"faces: {face_why}", "no_heavy": NO_HEAVY}
-
-
-GUIDANCE_NODES = {"nag": "ZImageNAG", "slg": "ZImageSLG", "dype": "ZImageDyPE", "cfg": "ZImageCFG",
-                  "diversity": "ZImageSeedDiversity"}
-
-
-def build_prompt(job: GenerationJob, *, diffusion_model: str, text_encoder: str, vae: str, heavy: str = AUTO,
-                 face_model: str = AUTO, loras: Sequence[tuple[str, float]] = (),
-                 route: dict[str, Any] | None = None) -> tuple[dict, list[str]]:
-    """The full-pipeline API graph for a job whose width × height is the final size (one branch per prompt; prompt
-    i's images get seeds from seed + i·batch, as the headless route gives them) and the ids of its output nodes.
-
-    Loader → LoRA Loader per LoRA → one guidance node per guidance group that differs from its defaults → per
-    branch: Qwen3 Encode → Z-Image Sampler (at the route's working size) → VAE Decode → [Saliency + Slicer →
-    Classifier → Block Upscaler → Feather Stitch] → Face Restore → [Resize to width×height] → PreviewImage. A request
-    that fits the working size is sampled at its own size and skips the bracketed nodes.
-    """
-    settings = RouteSettings.from_values(route or {})
-    width, height = job.generation.width, job.generation.height
-    plan = plan_route(width, height, scale=settings.scale)
-    gen, enc = job.generation, job.encode
-    g: dict[str, dict] = {
-        "loader": {"class_type": "ZImageLoader", "inputs": {
-            "diffusion_model": diffusion_model, "text_encoder": text_encoder, "vae": vae, "weight_dtype": "auto"}},
-        "face_model": {"class_type": "ZImageFaceRestoreModelLoader", "inputs": {"model_name": face_model}},
-    }
-    model = ["loader", 0]
-    for i, (name, strength) in enumerate(loras):
-        g[f"lora{i}"] = {"class_type": "ZImageLoraLoader", "inputs": {"model": model, "lora_name": name,
-                                                                       "strength": strength}}
-        model = [f"lora{i}", 0]
-    for group, class_type in GUIDANCE_NODES.items():
-        settings_group = getattr(job.guidance, group)
-        if settings_group != type(settings_group)():  # only what the request changed: defaults act without a node
-            fields = {name[len(settings_group.PREFIX) + 1:]: value for name, value in settings_group.values().items()}
-            g[group] = {"class_type": class_type, "inputs": {"model": model, **fields}}
-            model = [group, 0]
-    encode = {"text_encoder": ["loader", 1], **enc.values()}
-    if job.prompt.negative_prompt or job.guidance.cfg.scale > 0:
-        g["negative"] = {"class_type": "ZImageEncode", "inputs": {**encode, "text": job.prompt.negative_prompt}}
-    outputs = []
-    for i, text in enumerate(job.styled_prompts):
-        p = f"p{i}_"
-        g[p + "encode"] = {"class_type": "ZImageEncode", "inputs": {**encode, "text": text}}
-        g[p + "sample"] = {"class_type": "ZImageSampler", "inputs": {
-            "model": model, "positive": [p + "encode", 0], "width": plan.work_width, "height": plan.work_height,
-            "steps": gen.steps, "seed": gen.seed + i * gen.batch, "shift": gen.shift, "denoise": 1.0,
-            "batch_size": gen.batch, **({"negative": ["negative", 0]} if "negative" in g else {})}}
-        g[p + "decode"] = {"class_type": "ZImageVAEDecode", "inputs": {"vae": ["loader", 2],
-                                                                        "samples": [p + "sample", 0]}}
-        last = [p + "decode", 0]
-        if plan.upscale:
-            last = _block_route(g, p, last, heavy, settings)
-        g[p + "faces"] = {"class_type": "ZImageFaceRestore", "inputs": {
-            "image": last, "face_model": ["face_model", 0], "fidelity": settings.face_fidelity, "detector": "auto",
-            "min_confidence": 0.5, "max_faces": 0}}
-        last = [p + "faces", 0]
-        if plan.upscale:
-            g[p + "resize"] = {"class_type": "ZImageResize", "inputs": {"image": last, "width": width,
-                                                                         "height": height}}
-            last = [p + "resize", 0]
-        g[p + "out"] = {"class_type": "PreviewImage", "inputs": {"images": last}}
-        outputs.append(p + "out")
-    return g, outputs
-
-
-def _block_route(g: dict[str, dict], p: str, image: list, heavy: str, route: RouteSettings) -> list:
-    """Saliency + slicer → classifier → block upscaler → feather stitch; returns the stitched image link. The Block
-    Upscaler takes a whole factor (1-8): a fractional route scale rounds up and the final resize sets the size."""
-    g[p + "saliency"] = {"class_type": "ZImageSaliencyMap", "inputs": {"image": image}}
-    g[p + "slice"] = {"class_type": "ZImageBlockSlicer", "inputs": {"image": image, "block_size": route.block,
-                                                                     "overlap": route.overlap}}
-    g[p + "classify"] = {"class_type": "ZImageBlockClassifier", "inputs": {
-        "blocks": [p + "slice", 0], "saliency": [p + "saliency", 0],
-        "heavy_ratio": -1.0 if route.heavy_ratio is None else route.heavy_ratio}}
-    g[p + "upscale"] = {"class_type": "ZImageBlockUpscaler", "inputs": {
-        "blocks": [p + "classify", 0], "heavy_model": heavy, "scale": min(8, max(1, math.ceil(route.scale))),
-        "batch_size": 8}}
-    g[p + "stitch"] = {"class_type": "ZImageFeatherStitch", "inputs": {"blocks": [p + "upscale", 0]}}
-    return [p + "stitch", 0]
 
 
 def _json(status: int, body: dict):
@@ -193,7 +109,7 @@ def _read_outputs(entry: dict, node_id: str) -> list:
 
 
 async def handle_generate(request) -> Any:
-    """The DESIGN §1 contract on ComfyUI's server."""
+    """The headless API's contract, answered by a graph queued on ComfyUI."""
     server = host.prompt_server()
     t_start = time.perf_counter()
     try:
@@ -240,11 +156,11 @@ async def handle_generate(request) -> Any:
         if name not in loras:
             return _error(400, f"loras: '{name}' is not in ComfyUI's models/loras; choose one of: "
                           + (", ".join(loras[:20]) or "(none installed)"), "loras")
-    graph, outputs = build_prompt(req.job, diffusion_model=choices["diffusion_model"],
+    graph = build_route_graph(req.job, diffusion_model=choices["diffusion_model"],
                                   text_encoder=choices["text_encoder"], vae=choices["vae"], heavy=heavy,
                                   face_model=face, loras=req.loras, route=req.route)
     try:
-        prompt_id, answer = await _queue(server, graph)
+        prompt_id, answer = await _queue(server, graph.nodes)
     except Exception as err:  # noqa: BLE001
         log.exception("Z-Image route: could not queue the graph")
         return _error(500, f"could not queue the graph on ComfyUI ({type(err).__name__}: {err}).")
@@ -268,7 +184,7 @@ async def handle_generate(request) -> Any:
         return _error(status, f"{failure.get('node_type', 'a node')} failed: {failure.get('exception_message', '?')}",
                       None, prompt_id=prompt_id)
 
-    images = [im for node in outputs for im in await asyncio.to_thread(_read_outputs, entry, node)]
+    images = [im for node in graph.outputs for im in await asyncio.to_thread(_read_outputs, entry, node)]
     stage = host.pop_timings(prompt_id)
     report = {k: round(float(v), 4) for k, v in stage.items() if k != "total"}  # stages that ran, as nodes timed them
     report["total"] = round(sum(report.values()), 4)

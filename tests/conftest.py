@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,6 +16,7 @@ import torch  # noqa: E402
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflows"))  # pack_import (the pack as ComfyUI loads it) and the workflow tables
 SHARED_TOKENIZER = REPO.parent / "shared" / "testdata" / "qwen_tokenizer"
 
 

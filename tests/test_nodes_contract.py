@@ -8,7 +8,7 @@ import inspect
 
 import pytest
 
-from nodes_pack import load_pack
+from pack_import import load_pack
 
 EXPECTED = {"ZImageLoader", "ZImageLoraLoader", "ZImageEncode", "ZImageSaveEmbeddings", "ZImageLoadEmbeddings",
             "ZImageSampler", "ZImageVAEDecode", "ZImageTiledVAEDecode", "ZImageSaliencyMap", "ZImageBlockSlicer",
@@ -42,7 +42,7 @@ def test_pack_imports_without_comfyui(pack):
 def test_only_host_imports_comfyui():
     import ast
 
-    from nodes_pack import REPO
+    from pack_import import REPO
 
     comfy_roots = {"folder_paths", "comfy", "server", "latent_preview", "comfy_execution", "execution", "nodes"}
     for path in sorted((REPO / "nodes").glob("*.py")):
@@ -123,17 +123,16 @@ def test_standard_types_where_they_exist(pack):
 
 def test_route_graph_is_valid_for_our_nodes(pack):
     """The /zimage/generate graph only uses our nodes (+ PreviewImage) with existing inputs and valid links."""
-    from zimage_turbo_pack.nodes import server_routes
-
     from zimage_core.job import GenerationJob
+    from zimage_turbo_pack.nodes.route_graph import build_route_graph
 
     job = GenerationJob.build(["a cat", "a dog"], {"width": 1008, "height": 1504, "seed": 5, "batch": 2,
                                                    "negative_prompt": "blurry", "slg_scale": 2.0,
                                                    "dype_method": "yarn", "style": "anime"})
-    graph, outputs = server_routes.build_prompt(job, diffusion_model="d.safetensors", text_encoder="t.safetensors",
-                                                vae="v.safetensors", heavy="none (LANCZOS only)",
-                                                face_model="GFPGANv1.4.pth", loras=[("detail.safetensors", 0.5)],
-                                                route={"heavy_ratio": 0.3, "face_fidelity": 0.7})
+    built = build_route_graph(job, diffusion_model="d.safetensors", text_encoder="t.safetensors",
+                              vae="v.safetensors", heavy="none (LANCZOS only)", face_model="GFPGANv1.4.pth",
+                              loras=[("detail.safetensors", 0.5)], route={"heavy_ratio": 0.3, "face_fidelity": 0.7})
+    graph, outputs = built.nodes, built.outputs
     assert len(outputs) == 2
     # only the guidance the request changed gets a node (NAG acts at its defaults without one), after the LoRA
     assert graph["slg"]["inputs"]["scale"] == 2.0 and graph["dype"]["inputs"]["method"] == "yarn"
@@ -165,9 +164,9 @@ def test_route_graph_is_valid_for_our_nodes(pack):
     sample = graph["p0_sample"]["inputs"]
     assert (sample["width"], sample["height"]) == (plan.work_width, plan.work_height) == (512, 768)
     assert graph["p0_resize"]["inputs"]["width"] == 1008 and graph["p0_resize"]["inputs"]["height"] == 1504
-    small, _ = server_routes.build_prompt(GenerationJob.build(["a cat"], {"width": 256, "height": 128}),
-                                          diffusion_model="d.safetensors", text_encoder="t.safetensors",
-                                          vae="v.safetensors", heavy="none (LANCZOS only)", face_model=None)
+    small = build_route_graph(GenerationJob.build(["a cat"], {"width": 256, "height": 128}),
+                              diffusion_model="d.safetensors", text_encoder="t.safetensors", vae="v.safetensors",
+                              heavy="none (LANCZOS only)", face_model=None).nodes
     assert (small["p0_sample"]["inputs"]["width"], small["p0_sample"]["inputs"]["height"]) == (256, 128)
     assert not any(n["class_type"] in ("ZImageBlockUpscaler", "ZImageResize") for n in small.values())
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nodes_pack import REPO, load_pack
+from pack_import import REPO, load_pack
 
 SIZE = 64
 

@@ -17,7 +17,7 @@ from zimage_core.service.request import (KNOWN_FIELDS, OPTIONS, ROUTE_OPTIONS, S
                                          RequestError, parse_request)
 from zimage_core.settings import MemorySettings, RouteSettings
 
-from nodes_pack import load_pack
+from pack_import import load_pack
 
 EVERY_OPTION = [*all_options(), *RouteSettings.options()]
 

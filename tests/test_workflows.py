@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nodes_pack import REPO, load_pack
+from pack_import import REPO, load_pack
 
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 
@@ -27,8 +27,7 @@ ZIMAGE_FILES = {"diffusion_models": "z_image_turbo_bf16.safetensors", "text_enco
                 "vae": "ae.safetensors"}
 
 # Core ComfyUI node types (ComfyUI 0.18.1 /object_info), from the table the generator uses too
-sys.path.insert(0, str(WF_DIR))
-from core_nodes import CORE_NODES  # noqa: E402
+from core_nodes import CORE_NODES  # noqa: E402  (workflows/ is on the path: conftest.py)
 
 CORE = {name: {"inputs": dict(node.sockets), "outputs": [kind for _, kind in node.outputs],
                "widgets": [(w, check) for w, check, _ in node.widgets],
@@ -297,46 +296,47 @@ def test_generator_is_deterministic_and_files_are_current(pack, tmp_path):
             f"workflows/{f} is stale: run python workflows/build_workflows.py"
 
 
-def test_full_pipeline_matches_route_graph(pack, api_files):
-    """workflows/full_pipeline.api.json = nodes/server_routes.build_prompt for a 2048² request, except: SaveImage
-    instead of the route's PreviewImage, one extra PreviewImage (saliency heat map), and all optional widgets
-    written out (the route leaves them at their defaults)."""
-    from zimage_turbo_pack.nodes.server_routes import build_prompt
+def _canonical(graph: dict, pack) -> list:
+    """A graph as a sorted list of node signatures (class, every input with widget defaults filled in, links as the
+    signature of their source): equal lists = the same graph, whatever the node ids."""
+    memo: dict[str, tuple] = {}
 
-    ours = api_files["full_pipeline"]
-    enc = next(e for e in ours.values() if e["class_type"] == "ZImageEncode")
+    def sig(node_id: str) -> tuple:
+        if node_id not in memo:
+            node = graph[node_id]
+            inputs = dict(node["inputs"])
+            cls = pack.NODE_CLASS_MAPPINGS.get(node["class_type"])
+            if cls is not None:
+                for section in cls.INPUT_TYPES().values():
+                    for name, spec in section.items():
+                        if len(spec) > 1 and "default" in spec[1]:
+                            inputs.setdefault(name, spec[1]["default"])
+            memo[node_id] = (node["class_type"], tuple(sorted(
+                (k, (sig(v[0]), v[1]) if isinstance(v, list) else repr(v)) for k, v in inputs.items())))
+        return memo[node_id]
+
+    return sorted(repr(sig(i)) for i in graph)
+
+
+def test_full_pipeline_is_the_route_graph(pack, api_files):
+    """workflows/full_pipeline.api.json and the graph POST /zimage/generate queues for the same request come from one
+    builder (nodes/route_graph.build_route_graph) and are the same graph; the example only writes its output with
+    Save Image and adds a preview of the saliency heat map."""
     from zimage_core.job import GenerationJob
+    from zimage_turbo_pack.nodes import server_routes
+    from zimage_turbo_pack.nodes.route_graph import build_route_graph
 
-    job = GenerationJob.build([enc["inputs"]["text"]], {"width": 2048, "height": 2048, "steps": 9, "seed": 42})
-    route, outputs = build_prompt(job, diffusion_model="z_image_turbo_bf16.safetensors",
-                                  text_encoder="qwen_3_4b.safetensors", vae="ae.safetensors")
-    by_class = {}
-    for nid, e in ours.items():
-        by_class.setdefault(e["class_type"], []).append(nid)
-    route_to_ours = {}
-    for rid, e in route.items():
-        if rid in outputs:
-            continue
-        cands = by_class.get(e["class_type"], [])
-        assert len(cands) == 1, e["class_type"]
-        route_to_ours[rid] = cands[0]
-    for rid, oid in route_to_ours.items():
-        r_in, o_in = route[rid]["inputs"], ours[oid]["inputs"]
-        it = pack.NODE_CLASS_MAPPINGS[route[rid]["class_type"]].INPUT_TYPES()
-        defaults = {k: v[1]["default"] for sec in ("required", "optional") for k, v in it.get(sec, {}).items()
-                    if len(v) > 1 and "default" in v[1]}
-        for key, value in r_in.items():
-            if isinstance(value, list):
-                assert o_in[key] == [route_to_ours[value[0]], value[1]], (rid, key)
-            else:
-                assert o_in[key] == value, (rid, key, o_in[key], value)
-        for key in set(o_in) - set(r_in):  # what the route leaves out is at its default (or an optional socket)
-            assert key in defaults and o_in[key] == defaults[key], (rid, key)
-    extra = sorted(ours[i]["class_type"] for i in set(ours) - set(route_to_ours.values()))
-    assert extra == ["PreviewImage", "SaveImage"]
-    (out_id,) = outputs
-    save = next(e for e in ours.values() if e["class_type"] == "SaveImage")
-    assert save["inputs"]["images"] == [route_to_ours[route[out_id]["inputs"]["images"][0]], 0]
+    gen = _generator()
+    assert gen.route_graph_builder() is build_route_graph is server_routes.build_route_graph
+    assert _canonical(api_files["full_pipeline"], pack) == _canonical(gen.full_pipeline_graph().nodes, pack)
+
+    request = dict(gen.FULL_PIPELINE)  # what a client would POST
+    job = GenerationJob.build(request.pop("prompts"), request)
+    served = build_route_graph(job, **gen.ROUTE_FILES, heavy="auto", face_model="auto").nodes
+    example = {k: v for k, v in api_files["full_pipeline"].items()
+               if v["class_type"] not in ("SaveImage", "PreviewImage")}
+    served = {k: v for k, v in served.items() if v["class_type"] != "PreviewImage"}
+    assert _canonical(example, pack) == _canonical(served, pack)
 
 
 # ------------------------------------------------------------------------------------------ run on tiny models

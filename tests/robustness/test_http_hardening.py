@@ -9,7 +9,6 @@ import itertools
 import json
 import logging
 import socket
-import time
 import urllib.error
 import urllib.request
 

@@ -1,5 +1,6 @@
 """Import the node pack the way ComfyUI does (a package loaded from the repo folder's __init__.py), with every
-ComfyUI module made unimportable, so the tests prove the plain-torch fallbacks."""
+ComfyUI module made unimportable: the workflow generator reads INPUT_TYPES this way (so combos never list one
+machine's files), and the tests use it to prove the plain-torch fallbacks."""
 
 from __future__ import annotations
 
