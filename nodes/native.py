@@ -39,7 +39,6 @@ them and names the ComfyUI version when they changed.
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import math
 from contextlib import contextmanager
@@ -48,8 +47,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from zimage_core.errors import InputError, ZImageError
-from zimage_core.guidance import dype as dype_math
+from zimage_core.errors import InputError
 from zimage_core.guidance.cfg import cfg_combine, cfg_scale_at
 from zimage_core.guidance.diversity import caption_noise
 from zimage_core.guidance.nag import nag_combine
@@ -58,16 +56,15 @@ from zimage_core.guidance.settings import check_layers
 from zimage_core.guidance.slg import slg_active
 
 from . import host
+from .native_model import DyPEEmbedND, check_comfy_api, check_native_zimage, is_native_zimage
 
 log = logging.getLogger(__name__)
 
-CHECKED_COMFYUI = "0.18.1"
 KEY = "zimage_guidance"  # transformer_options key of the attached settings; also the key of our wrappers
 RUN_KEY = "zimage_guidance_run"  # transformer_options key of one sampling run's data (set by OUTER_SAMPLE)
 SKIP_KEY = "zimage_slg_skip"  # transformer_options key present only in SLG's skip pass: the layers to leave out
 ROPE = "diffusion_model.rope_embedder"
 LATENT_PX = 8  # pixels per latent cell (DyPE sizes are in pixels)
-ZIMAGE_AXES = [32, 48, 48]  # Z-Image's RoPE split per head (caption/frame, height, width)
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,95 +125,6 @@ def _warn_once(text: str) -> None:
         log.warning(text)
 
 
-# ----------------------------------------------------------------------------------------------- what the model is
-
-
-def _diffusion_model(model: Any) -> Any:
-    patcher = host.model_patcher_class()
-    if patcher is None or not isinstance(model, patcher):
-        return None
-    return getattr(getattr(model, "model", None), "diffusion_model", None)
-
-
-def _has_zimage_shape(dm: Any) -> bool:
-    """Z-Image's NextDiT, not Lumina-Image 2.0 or NewBie: learned pad tokens, timesteps ×1000, no pooled text."""
-    return (dm.pad_tokens_multiple is not None and dm.clip_text_pooled_proj is None
-            and float(dm.time_scale) == 1000.0 and list(dm.axes_dims) == ZIMAGE_AXES)
-
-
-def is_native_zimage(model: Any) -> bool:
-    """True for ComfyUI's own Z-Image MODEL: a ModelPatcher around a NextDiT of Z-Image's shape."""
-    nextdit = host.nextdit_class()
-    dm = _diffusion_model(model)
-    return nextdit is not None and type(dm) is nextdit and _has_zimage_shape(dm)
-
-
-def _describe(model: Any) -> str:
-    patcher = host.model_patcher_class()
-    if patcher is None or not isinstance(model, patcher):
-        return f"a {type(model).__name__}, not a ComfyUI MODEL"
-    inner = getattr(model, "model", None)
-    dm = getattr(inner, "diffusion_model", None)
-    family = type(getattr(inner, "model_config", None) or inner).__name__
-    nextdit = host.nextdit_class()
-    if nextdit is not None and type(dm) is nextdit:
-        if dm.clip_text_pooled_proj is not None:
-            return "a NewBie model (Lumina 2 based)"
-        return "a Lumina-Image 2.0 model"
-    if "PixelSpace" in type(dm).__name__:
-        return "Z-Image's pixel-space variant (it has its own forward)"
-    return f"a {family} model ({type(dm).__name__})"
-
-
-def check_native_zimage(model: Any) -> None:
-    """InputError naming what the MODEL is unless it is ComfyUI's own Z-Image model."""
-    if not is_native_zimage(model):
-        raise InputError(f"Z-Image guidance works on ComfyUI's Z-Image model (a Z-Image file from Load Diffusion "
-                         f"Model or Load Checkpoint); this MODEL is {_describe(model)}.")
-
-
-# ----------------------------------------------------------------------------------------------- ComfyUI API check
-
-# the leading parameters `_forward` passes by position, per method it calls
-_SIGNATURES = {
-    "NextDiT.forward": ("self", "x", "timesteps", "context", "num_tokens", "attention_mask"),
-    "NextDiT.patchify_and_embed": ("self", "x", "cap_feats", "cap_mask", "t", "num_tokens"),
-    "NextDiT.embed_cap": ("self", "cap_feats", "offset", "bsz", "device", "dtype"),
-    "NextDiT.unpatchify": ("self", "x", "img_size", "cap_size", "return_tensor"),
-    "JointTransformerBlock.forward": ("self", "x", "x_mask", "freqs_cis", "adaln_input"),
-    "FinalLayer.forward": ("self", "x", "c"),
-}
-_KEYWORDS = {"NextDiT.patchify_and_embed": "transformer_options",
-             "JointTransformerBlock.forward": "transformer_options"}
-_checked: set[type] = set()
-
-
-def _check_comfy_api(dm: Any) -> None:
-    """Refuse a ComfyUI whose NextDiT no longer has the methods `_forward` copies (checked once per class)."""
-    if type(dm) in _checked:
-        return
-    methods = {"NextDiT.forward": type(dm).forward, "NextDiT.patchify_and_embed": type(dm).patchify_and_embed,
-               "NextDiT.embed_cap": type(dm).embed_cap, "NextDiT.unpatchify": type(dm).unpatchify,
-               "JointTransformerBlock.forward": type(dm.layers[0]).forward,
-               "FinalLayer.forward": type(dm.final_layer).forward}
-    changed = []
-    for name, fn in methods.items():
-        params = list(inspect.signature(fn).parameters)
-        expected = _SIGNATURES[name]
-        keyword = _KEYWORDS.get(name)
-        if tuple(params[:len(expected)]) != expected or (keyword is not None and keyword not in params):
-            changed.append(f"{name}{inspect.signature(fn)}")
-    embedder = dm.rope_embedder
-    embedder = getattr(embedder, "original", embedder)
-    if not (hasattr(embedder, "theta") and hasattr(embedder, "axes_dim")):
-        changed.append(f"the RoPE embedder ({type(embedder).__name__} has no theta/axes_dim)")
-    if changed:
-        raise ZImageError(f"Z-Image guidance on ComfyUI's own model was checked against ComfyUI {CHECKED_COMFYUI}; "
-                          f"this ComfyUI ({host.comfy_version()}) changed {'; '.join(changed)}. Update the Z-Image "
-                          "pack; its own loader and sampler are not affected.")
-    _checked.add(type(dm))
-
-
 # ----------------------------------------------------------------------------------------------- attach
 
 
@@ -229,7 +137,7 @@ def attach(model: Any, *, nag: NagSettings | None = None, slg: SlgSettings | Non
     CONDITIONING for NAG; without one NAG uses the negative KSampler gets. Groups that are off change nothing."""
     check_native_zimage(model)
     dm = model.get_model_object("diffusion_model")
-    _check_comfy_api(dm)
+    check_comfy_api(dm)
     patched = model.clone()
     options = patched.model_options.setdefault("transformer_options", {})
     given = dict(nag=nag, slg=slg, dype=dype, cfg=cfg, diversity=diversity)
@@ -485,40 +393,6 @@ def _nag_attention(pos_len: int, image_len: int, nag: NagSettings, previous: Cal
         return torch.cat([z_pos[:, :pos_len], image, z_neg[:, image_len:]], dim=1)
 
     return override
-
-
-# ----------------------------------------------------------------------------------------------- DyPE embedder
-
-
-class DyPEEmbedND(torch.nn.Module):
-    """Stands in for NextDiT's RoPE embedder (comfy.ldm.flux.layers.EmbedND: ids (1, L, 3) → (1, 1, L, D/2, 2, 2)
-    rotation matrices). Returns the original's output unless armed with a DyPE for the current model call; armed,
-    it builds the pack's DyPE frequencies (angles in float64 on the CPU, as the pack does) in ComfyUI's format."""
-
-    def __init__(self, original: torch.nn.Module):
-        super().__init__()
-        self.original = original
-        self.armed: dype_math.DyPE | None = None
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        d = self.armed
-        if d is None:
-            return self.original(ids)
-        theta = float(self.original.theta)
-        k = dype_math.kappa(d.sigma, d.lambda_s, d.lambda_t)
-        parts = []
-        for axis, dim in enumerate(self.original.axes_dim):
-            scale = (1.0, d.scale_h, d.scale_w)[axis]
-            if axis == 0 or dype_math.effective_scale(scale, k) <= 1.0:
-                parts.append(host.rope(ids[..., axis], dim, theta))
-                continue
-            omega = dype_math.axis_frequencies(d.method, dim, theta, scale, k, d.base_len)
-            angles = (ids[..., axis].to("cpu", torch.float64)[..., None] * omega).float()
-            cos, sin = angles.cos(), angles.sin()
-            parts.append(torch.stack([cos, -sin, sin, cos], dim=-1).unflatten(-1, (2, 2)).to(ids.device))
-        out = torch.cat(parts, dim=-3).unsqueeze(1)
-        m = d.current_mscale()
-        return out * math.sqrt(m) if m != 1.0 else out
 
 
 __all__ = ["DyPEEmbedND", "NativeGuidance", "attach", "check_native_zimage", "is_native_zimage"]

@@ -2,10 +2,10 @@
 ComfyUI's queue (so it shares the GPU, the model cache and the memory manager with everything else ComfyUI runs).
 
 Flow: validate the body with zimage_core.service.parse_request (same rules and errors as the headless server) → build
-the full-pipeline API graph (`route_graph.build_route_graph`) → POST it to ComfyUI's own /prompt over loopback (the exact code path
-a client's POST /prompt takes: validation, on_prompt handlers, queue) → poll the prompt's history → read the
-PreviewImage output → answer `{"image": base64 JPEG, "width", "height", "seed", "timing_report", ...}`. The timing
-report comes from our nodes (host.record_timing, keyed by prompt id).
+the full-pipeline API graph (`route_graph.build_route_graph`) → POST it to ComfyUI's own /prompt over loopback (the
+exact code path a client's POST /prompt takes: validation, on_prompt handlers, queue) → poll the prompt's history →
+read the PreviewImage outputs → answer `{"image": base64 JPEG, "width", "height", "seed", "timing_report", ...}`.
+The timing report comes from our nodes (host.record_timing, keyed by prompt id): the stages that ran.
 """
 
 from __future__ import annotations
@@ -195,7 +195,8 @@ async def handle_generate(request) -> Any:
         "seed": req.seed, "timing_report": report, "prompt_id": prompt_id,
         "wall_seconds": round(time.perf_counter() - t_start, 4),
         "notes": [heavy_note, face_note, "stages a cached node skipped are absent"],
-        "warnings": req.warnings, "options": {**{k: v for k, v in req.job.values().items() if k not in SERVER_OPTIONS}, **req.route},
+        "warnings": req.warnings,
+        "options": {**{k: v for k, v in req.job.values().items() if k not in SERVER_OPTIONS}, **req.route},
     }
     if len(images) > 1:
         body["images"] = encoded

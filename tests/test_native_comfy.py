@@ -188,7 +188,7 @@ def test_a_changed_comfyui_is_named(models):
     torch.nn.Module.__init__(changed)
     changed.layers, changed.final_layer, changed.rope_embedder = dm.layers, dm.final_layer, dm.rope_embedder
     with pytest.raises(ZImageError, match=r"0\.18\.1.*embed_cap"):
-        native._check_comfy_api(changed)
+        native.check_comfy_api(changed)
 
 
 # ------------------------------------------------------------------------------------------------- (a) off
