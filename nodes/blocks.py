@@ -15,10 +15,9 @@ from pathlib import Path
 
 import torch
 
-from zimage_core.blocks import (Blocks, Classification, SDUpscaler,
-                                classification_preview, classify_blocks, heavy_upscale_blocks, lanczos_resize,
-                                lanczos_upscale_blocks, load_heavy_upscaler, saliency_heatmap, saliency_map,
-                                slice_blocks, stitch_blocks)
+from zimage_core.blocks import (Blocks, Classification, SDUpscaler, classification_preview, classify_blocks,
+                                heavy_routes, lanczos_resize, lanczos_upscale_blocks, load_heavy_upscaler,
+                                saliency_heatmap, saliency_map, slice_blocks, stitch_blocks, upscale_heavy_route)
 from zimage_core.errors import InputError, Interrupted
 from zimage_core.images import check_pixels
 from zimage_core.model_choice import AUTO, pick_heavy_upscaler
@@ -207,23 +206,8 @@ def _load_heavy(spec, sd_options: dict):
             upscaler = load_heavy_upscaler(spec, device=host.compute_device(), **options)
             _HEAVY_CACHE[key] = upscaler
         if isinstance(upscaler, SDUpscaler):
-            _apply_sd_options(upscaler, sd_options)
+            upscaler.configure(**sd_options)
         return upscaler
-
-
-def _apply_sd_options(upscaler: SDUpscaler, options: dict) -> None:
-    """Set this run's SD x4 options on a (cached) SDUpscaler, with the same checks as its constructor, and restart
-    its per-call seed offset so a run is reproducible for a given seed."""
-    noise_level, steps = int(options["noise_level"]), int(options["steps"])
-    max_noise = int(getattr(upscaler.pipe.config, "max_noise_level", 350))
-    if not 0 <= noise_level <= max_noise:
-        raise InputError(f"noise_level must be 0-{max_noise}; got {noise_level}.")
-    if steps < 1:
-        raise InputError(f"steps must be at least 1; got {steps}.")
-    upscaler.prompt = options["prompt"]
-    upscaler.noise_level, upscaler.steps = noise_level, steps
-    upscaler.guidance_scale, upscaler.seed = float(options["guidance_scale"]), int(options["seed"])
-    upscaler._calls = 0
 
 
 def _heavy_module(upscaler) -> torch.nn.Module | None:
@@ -300,40 +284,29 @@ class ZImageBlockUpscaler:
         done = 0
         with host.timed("upscaling"), host.interruptible():
             upscaler = _load_heavy(spec, sd_options) if spec is not None else None
-            if upscaler is None:
-                log.warning("Block Upscaler: no heavy model; all %d blocks use LANCZOS.", n)
-                route = torch.zeros(n, dtype=torch.bool)
-            elif blocks.classification is not None:
-                route = blocks.classification.heavy.cpu().clone()
-            else:
-                route = torch.ones(n, dtype=torch.bool)
+            planned = blocks.classification.heavy if blocks.classification is not None else None
+            route = heavy_routes(n, planned, upscaler, scale)
             out = torch.empty((n, 3, bo, bo), dtype=torch.float32)
-            heavy_idx = torch.nonzero(route).flatten()
-            try:
-                if heavy_idx.numel():
-                    module = _heavy_module(upscaler)
-                    if module is not None:
-                        host.free_memory_for(module)
-                    for sl, up in heavy_upscale_blocks(upscaler, nchw[heavy_idx], int(scale), batch_size=batch_size,
-                                                       should_stop=host.should_stop):
-                        out[heavy_idx[sl]] = up.float().cpu()
-                        done += sl.stop - sl.start
-                        progress.update(done, n)
-            finally:
-                release = getattr(upscaler, "release", None)
-                if callable(release):
-                    release()
+            if route.any() and _heavy_module(upscaler) is not None:
+                host.free_memory_for(_heavy_module(upscaler))
+
+            def store(idx: torch.Tensor, up: torch.Tensor) -> None:
+                nonlocal done
+                out[idx] = up.float().cpu()
+                done += idx.numel()
+                progress.update(done, n)
+
+            upscale_heavy_route(upscaler, nchw, route, int(scale), on_batch=store, batch_size=batch_size,
+                                should_stop=host.should_stop)
             light_idx = torch.nonzero(~route).flatten()
             for start in range(0, light_idx.numel(), LIGHT_CHUNK):
                 if host.should_stop():
                     raise Interrupted("Block upscaling stopped by the user.")
-                idx = light_idx[start:start + LIGHT_CHUNK]
-                out[idx] = lanczos_upscale_blocks(nchw[idx], int(scale)).float().cpu()
-                done += idx.numel()
-                progress.update(done, n)
+                store(light_idx[start:start + LIGHT_CHUNK],
+                      lanczos_upscale_blocks(nchw[light_idx[start:start + LIGHT_CHUNK]], int(scale)))
+        heavy_count = int(route.sum())
         name = getattr(upscaler, "name", None)
-        log.info("Block Upscaler: %d heavy (%s), %d LANCZOS, ×%d.", heavy_idx.numel(), name or "-",
-                 n - heavy_idx.numel(), scale)
+        log.info("Block Upscaler: %d heavy (%s), %d LANCZOS, ×%d.", heavy_count, name or "-", n - heavy_count, scale)
         return (replace(blocks, upscaled=out, scale=int(scale), heavy=route, heavy_name=name, upscaler=upscaler),)
 
 

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
 
 from . import vae as vae_ops
-from .encode import MAX_CAPTION_TOKENS, Conditioning, PromptEncoder
+from .encode import Conditioning, PromptEncoder
 from .images import as_image_batch
 from .models import ModelBundle
-from .sample import Denoiser, StepCallback, StepInfo, sample
-from .schedule import DEFAULT_SHIFT
+from .sample import DenoiserFactory, PerImageFactory, StepCallback, StepInfo, sample
+from .settings import DEFAULT_SHIFT, MAX_CAPTION_TOKENS
+from .timing import StageTimer
 
 
 @dataclass
@@ -25,13 +25,36 @@ class GenerationResult:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Generation:
+    """Everything `generate` runs with besides the bundle and the prompts (one image of a batch gets a copy with its
+    own seed, start image, denoiser factory and progress offset)."""
+
+    width: int = 1024
+    height: int = 1024
+    steps: int = 9
+    seed: int = 0
+    shift: float | None = None
+    images_per_prompt: int = 1
+    init_image: torch.Tensor | None = None
+    strength: float = 1.0
+    hidden_layer: int = -2
+    max_tokens: int = MAX_CAPTION_TOKENS
+    long_mode: str = "truncate"
+    make_denoiser: DenoiserFactory | None = None
+    callback: StepCallback | None = None
+    should_stop: Callable[[], bool] | None = None
+    tiled_decode: bool | None = None
+    on_decode_tile: Callable[[int, int], None] | None = None
+
+
 def prompt_encoder(bundle: ModelBundle) -> PromptEncoder:
     """One cached PromptEncoder per bundle, so the LRU embedding cache survives between calls. The text encoder is
     made ready on the device only when a prompt really has to be encoded (not on cache hits)."""
-    enc = getattr(bundle, "_prompt_encoder", None)
+    enc = bundle.prompt_encoder
     if enc is None or enc.model is not bundle.text_encoder:
         enc = PromptEncoder(bundle.text_encoder, bundle.tokenizer, on_use=lambda: bundle.activate("text_encoder"))
-        bundle._prompt_encoder = enc
+        bundle.prompt_encoder = enc
     return enc
 
 
@@ -50,7 +73,7 @@ def generate(
     hidden_layer: int = -2,
     max_tokens: int = MAX_CAPTION_TOKENS,
     long_mode: str = "truncate",
-    make_denoiser: Callable[[torch.nn.Module, Conditioning], Denoiser] | None = None,
+    make_denoiser: DenoiserFactory | None = None,
     callback: StepCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     tiled_decode: bool | None = None,
@@ -60,41 +83,40 @@ def generate(
     """Generate images. `batch_invariant` (default: on for CPU) computes every image on its own, so an image is
     byte-identical whatever its position in the batch; batched kernels otherwise differ in the last float bits.
     `on_decode_tile(done, total)` reports a tiled VAE decode's progress."""
+    run = Generation(width, height, steps, seed, shift, images_per_prompt, init_image, strength, hidden_layer,
+                     max_tokens, long_mode, make_denoiser, callback, should_stop, tiled_decode, on_decode_tile)
     if batch_invariant is None:
         batch_invariant = bundle.device.type == "cpu"
     items = _batch_items(prompts, images_per_prompt)
     if batch_invariant and len(items) > 1:
-        return _generate_each(bundle, items, locals())
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    loaded = all(bundle.is_loaded(p) for p in ("transformer", "text_encoder", "vae"))
-    plan = bundle.prepare(width, height, forwards=len(items))  # the batch runs through the model together
-    if not loaded:
-        timings["load"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    if isinstance(prompts, Conditioning):
-        cond = prompts
+        return _generate_each(bundle, items, run)
+    return _generate_batch(bundle, prompts, run, forwards=len(items))
+
+
+def _generate_batch(bundle: ModelBundle, prompts: str | list[str] | Conditioning, run: Generation,
+                    forwards: int) -> GenerationResult:
+    """One batched pass: load (timed when it happens), encode, sample, decode."""
+    timer = StageTimer(sync_cuda=bundle.device.type == "cuda")
+    if all(bundle.is_loaded(p) for p in ("transformer", "text_encoder", "vae")):
+        plan = bundle.prepare(run.width, run.height, forwards=forwards)  # the batch runs through the model together
     else:
-        cond = prompt_encoder(bundle).encode(prompts, hidden_layer=hidden_layer, max_tokens=max_tokens,
-                                             long_mode=long_mode)
-    timings["text_encode"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    init_latents = None
-    if init_image is not None:
-        init_latents = vae_ops.encode(bundle.activate("vae"), as_image_batch(init_image))
-    latents = sample(bundle.activate("transformer"), cond, width=width, height=height, steps=steps, seed=seed,
-                     shift=bundle.shift if shift is None else shift, images_per_prompt=images_per_prompt,
-                     init_latents=init_latents, strength=strength, make_denoiser=make_denoiser, callback=callback,
-                     should_stop=should_stop)
-    synchronize(latents)
-    timings["denoise"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    images = vae_ops.decode(bundle.activate("vae"), latents, tiled=tiled_decode, on_tile=on_decode_tile)
-    timings["decode"] = time.perf_counter() - t0
-    timings["total"] = sum(timings.values())
-    return GenerationResult(images, latents, [seed + i for i in range(latents.shape[0])], timings, [plan.describe()])
+        with timer.stage("load"):
+            plan = bundle.prepare(run.width, run.height, forwards=forwards)
+    with timer.stage("text_encode"):
+        cond = prompts if isinstance(prompts, Conditioning) else prompt_encoder(bundle).encode(
+            prompts, hidden_layer=run.hidden_layer, max_tokens=run.max_tokens, long_mode=run.long_mode)
+    with timer.stage("denoise"):
+        init_latents = None
+        if run.init_image is not None:
+            init_latents = vae_ops.encode(bundle.activate("vae"), as_image_batch(run.init_image))
+        latents = sample(bundle.activate("transformer"), cond, width=run.width, height=run.height, steps=run.steps,
+                         seed=run.seed, shift=bundle.shift if run.shift is None else run.shift,
+                         images_per_prompt=run.images_per_prompt, init_latents=init_latents, strength=run.strength,
+                         make_denoiser=run.make_denoiser, callback=run.callback, should_stop=run.should_stop)
+    with timer.stage("decode"):
+        images = vae_ops.decode(bundle.activate("vae"), latents, tiled=run.tiled_decode, on_tile=run.on_decode_tile)
+    return GenerationResult(images, latents, [run.seed + i for i in range(latents.shape[0])], timer.report(),
+                            [plan.describe()])
 
 
 def _batch_items(prompts, images_per_prompt: int) -> list[tuple[object, int]]:
@@ -113,32 +135,31 @@ def _offset_progress(callback: StepCallback, index: int, count: int) -> StepCall
     return report
 
 
-def _for_item(make_denoiser, index: int, count: int):
-    """The denoiser factory narrowed to one image of the batch (its negative prompt, its diversity seed)."""
-    narrow = getattr(make_denoiser, "for_item", None)
-    return narrow(index, count) if narrow is not None else make_denoiser
+def _for_item(run: Generation, index: int, count: int, prompt_index: int) -> Generation:
+    """The generation of image `index` of a `count`-image batch on its own: its seed, its start image, its denoiser
+    factory (its negative prompt and diversity seed) and its share of the progress count."""
+    init = run.init_image
+    if init is not None:
+        init = as_image_batch(init)
+        init = init[index:index + 1] if init.shape[0] == count else init[min(prompt_index, init.shape[0] - 1):][:1]
+    factory = run.make_denoiser
+    if isinstance(factory, PerImageFactory):
+        factory = factory.for_item(index, count)
+    callback = None if run.callback is None else _offset_progress(run.callback, index, count)
+    return replace(run, seed=run.seed + index, images_per_prompt=1, init_image=init, make_denoiser=factory,
+                   callback=callback)
 
 
-def _generate_each(bundle: ModelBundle, items: list[tuple[object, int]], kw: dict) -> GenerationResult:
+def _generate_each(bundle: ModelBundle, items: list[tuple[object, int]], run: Generation) -> GenerationResult:
     """One image at a time, with seed + index and progress counted over the whole batch."""
-    n, results = len(items), []
-    callback, init = kw["callback"], kw["init_image"]
-    init = as_image_batch(init) if init is not None else None
-    for index, (one, prompt_index) in enumerate(items):
-        cb = None if callback is None else _offset_progress(callback, index, n)
-        this_init = None
-        if init is not None:
-            this_init = init[index:index + 1] if init.shape[0] == n else init[min(prompt_index, init.shape[0] - 1):][:1]
-        results.append(generate(
-            bundle, one, width=kw["width"], height=kw["height"], steps=kw["steps"], seed=kw["seed"] + index,
-            shift=kw["shift"], images_per_prompt=1, init_image=this_init, strength=kw["strength"],
-            hidden_layer=kw["hidden_layer"], max_tokens=kw["max_tokens"], long_mode=kw["long_mode"],
-            make_denoiser=_for_item(kw["make_denoiser"], index, n), callback=cb, should_stop=kw["should_stop"],
-            tiled_decode=kw["tiled_decode"], batch_invariant=False, on_decode_tile=kw["on_decode_tile"]))
-    timings = {k: sum(r.timings.get(k, 0.0) for r in results) for k in dict.fromkeys(k for r in results
-                                                                                      for k in r.timings)}
+    n = len(items)
+    results = [_generate_batch(bundle, one, _for_item(run, index, n, prompt_index), forwards=1)
+               for index, (one, prompt_index) in enumerate(items)]
+    timer = StageTimer()
+    for r in results:
+        timer.merge(r.timings)
     return GenerationResult(torch.cat([r.images for r in results]), torch.cat([r.latents for r in results]),
-                            [kw["seed"] + i for i in range(n)], timings, list(results[0].notes))
+                            [run.seed + i for i in range(n)], timer.report(), list(results[0].notes))
 
 
 def synchronize(t: torch.Tensor) -> None:
@@ -147,4 +168,4 @@ def synchronize(t: torch.Tensor) -> None:
         torch.cuda.synchronize(t.device)
 
 
-__all__ = ["GenerationResult", "generate", "prompt_encoder", "DEFAULT_SHIFT"]
+__all__ = ["DEFAULT_SHIFT", "Generation", "GenerationResult", "generate", "prompt_encoder"]

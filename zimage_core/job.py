@@ -92,6 +92,7 @@ class GenerationJob:
     hires_passes: tuple[HiresPass, ...] = ()
     loras: tuple[tuple[Path, float], ...] = ()
     init_image: Any = None
+    spell: Spelling = field(default=lambda name: name, compare=False, repr=False)  # for errors found while running
 
     @classmethod
     def build(cls, prompts: Sequence[str], values: dict[str, Any] | None = None, spell: Spelling = lambda n: n, *,
@@ -135,7 +136,7 @@ class GenerationJob:
         checked_loras = tuple((_readable_file(path, "LoRA file", "loras"), float(strength)) for path, strength in loras)
         return cls(prompts, generation, prompt, EncodeSettings.from_values(values, spell),
                    GuidanceSettings.from_values(values, spell), HiresSettings.from_values(values, spell),
-                   MemorySettings.from_values(values, spell), passes, checked_loras, init_image)
+                   MemorySettings.from_values(values, spell), passes, checked_loras, init_image, spell)
 
     @property
     def styled_prompts(self) -> list[str]:
@@ -211,8 +212,12 @@ def run_job(bundle: Any, job: GenerationJob, *, callback: Callable | None = None
     n_layers = len(transformer.layers)
 
     def denoiser_for(guidance: GuidanceSettings, width: int, height: int):
-        return guided_denoiser(guidance.options_for(width=width, height=height, seed=g.seed, negative=negative,
-                                                    n_layers=n_layers))
+        try:  # the checks that need the model (SLG layers against its depth)
+            options = guidance.options_for(width=width, height=height, seed=g.seed, negative=negative,
+                                           n_layers=n_layers)
+        except InputError as err:
+            raise InputError(f"{job.spell(err.option)}: {err}" if err.option else str(err), err.option) from None
+        return guided_denoiser(options)
 
     if job.hires_passes:
         from .hires import generate_hires

@@ -172,6 +172,7 @@ class ModelBundle:
         self.scheduler_config: dict[str, Any] = shipped_config("scheduler")
         self._lock = threading.RLock()
         self._parts: dict[str, Any] = {}
+        self.prompt_encoder: Any = None  # generate.prompt_encoder's cached PromptEncoder (its embedding cache)
 
     def _get(self, name: str, loader) -> Any:
         with self._lock:
@@ -231,7 +232,7 @@ class ModelBundle:
         with self._lock:
             self._parts.pop(name, None)
             if name in ("text_encoder", "tokenizer"):
-                self.__dict__.pop("_prompt_encoder", None)  # generate's cached encoder holds the model too
+                self.prompt_encoder = None  # the cached encoder holds the model too
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 

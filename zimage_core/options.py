@@ -104,7 +104,8 @@ class Option:
             extra.append("one of " + ", ".join(self.choices))
         elif self.min is not None and self.max is not None:
             extra.append(f"{show_number(self.min)}..{show_number(self.max)}")
-        extra.append(f"default {'auto' if self.default is None else self.default}")
+        shown = "auto" if self.default is None else ('""' if self.default == "" else self.default)
+        extra.append(f"default {shown}")
         return f"{self.help} ({'; '.join(extra)})"
 
     def widget(self, **overrides: Any) -> tuple:

@@ -11,7 +11,7 @@ Guidance plugs in through the `Denoiser` seam: anything callable as denoiser(lat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, Protocol, runtime_checkable
 
 import torch
 
@@ -43,6 +43,18 @@ class StepInfo:
 
 
 StepCallback = Callable[[StepInfo], None]
+DenoiserFactory = Callable[[torch.nn.Module, Conditioning], "Denoiser"]
+
+
+@runtime_checkable
+class PerImageFactory(Protocol):
+    """A denoiser factory whose settings differ per image of a batch (a negative prompt per image, seed diversity
+    seeded per image): `for_item(index, count)` gives the factory for image `index` of `count` computed alone, so
+    generating one image at a time gives the batch's result."""
+
+    def __call__(self, transformer: torch.nn.Module, cond: Conditioning) -> "Denoiser": ...
+
+    def for_item(self, index: int, count: int) -> DenoiserFactory: ...
 
 
 def transformer_velocity(transformer: torch.nn.Module, latents: torch.Tensor, sigma: float | torch.Tensor,

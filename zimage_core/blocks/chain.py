@@ -21,8 +21,8 @@ from .resample import lanczos_resize
 from .saliency import saliency_heatmap, saliency_of_batch
 from .slicer import DEFAULT_BLOCK, DEFAULT_OVERLAP, Blocks, slice_batch
 from .light import blend_blocks_into, feather_resample
-from .upscale import (HeavyUpscaler, ProgressFn, StopFn, heavy_upscale_blocks, lanczos_upscale_blocks,
-                      load_heavy_upscaler)
+from .upscale import (HeavyUpscaler, ProgressFn, StopFn, heavy_routes, lanczos_upscale_blocks, upscale_heavy_route,
+                      load_heavy_upscaler, release_upscaler)
 
 log = logging.getLogger(__name__)
 
@@ -126,18 +126,8 @@ def upscale_chain(
     with clock.stage("classification"):
         cls = classify_blocks(blocks, sal, heavy_ratio)
 
-    if upscaler is None:
-        log.info("No heavy upscaler given: all %d blocks use LANCZOS (pass an upscale model or an SD x4 folder "
-                 "to enhance subject and detail blocks).", len(blocks))
-        route = torch.zeros(len(blocks), dtype=torch.bool)
-    else:
-        route = cls.heavy.cpu().clone()
-        if scale < 1:
-            log.warning("scale %.3g < 1: the heavy model would only be downscaled again; using LANCZOS.", scale)
-            route[:] = False
-
-    total = len(blocks)
-    done = 0
+    route = heavy_routes(len(blocks), cls.heavy, upscaler, scale)
+    total, done = len(blocks), 0
 
     def progress(n: int) -> None:
         nonlocal done
@@ -152,29 +142,34 @@ def upscale_chain(
             image = feather_resample(images, blocks, work)
         progress(int((~route).sum()))
         _check_stop(should_stop, "the heavy path")
-        heavy_idx = torch.nonzero(route).flatten()
-        if heavy_idx.numel():
-            log.info("Heavy path (%s): %d of %d blocks, batch size %d.", upscaler.name, heavy_idx.numel(), total,
-                     batch_size)
-            nchw = blocks.nchw()
-            t = clock.now()
-            for sl, out in heavy_upscale_blocks(upscaler, nchw[heavy_idx.to(nchw.device)], work,
-                                                batch_size=batch_size, should_stop=should_stop):
-                idx = heavy_idx[sl]
-                t_mid = clock.now()
-                clock.add("upscaling", t_mid - t)
-                # Swap these blocks' LANCZOS share of the weighted mean for the heavy output (exact, see light.py).
-                light = lanczos_upscale_blocks(nchw[idx.to(nchw.device)], work)
-                blend_blocks_into(image, out.to(images.device), light, blocks.positions[idx], blocks, work)
-                t = clock.now()
-                clock.add("stitching", t - t_mid)
-                progress(idx.numel())
-            image.clamp_(0.0, 1.0)
-    finally:
-        release = getattr(upscaler, "release", None)
-        if callable(release):
-            release()
+    except BaseException:
+        release_upscaler(upscaler)
+        raise
+    if not route.any():
+        release_upscaler(upscaler)
+        return _result(images, image, out_size, sal, cls, route, blocks, previews, clock, upscaler)
+    nchw = blocks.nchw()
+    last = [clock.now()]
 
+    def blend(idx: torch.Tensor, out: torch.Tensor) -> None:
+        """Swap these blocks' LANCZOS share of the weighted mean for the heavy output (exact, see light.py)."""
+        mid = clock.now()
+        clock.add("upscaling", mid - last[0])
+        light = lanczos_upscale_blocks(nchw[idx.to(nchw.device)], work)
+        blend_blocks_into(image, out.to(images.device), light, blocks.positions[idx], blocks, work)
+        last[0] = clock.now()
+        clock.add("stitching", last[0] - mid)
+        progress(idx.numel())
+
+    upscale_heavy_route(upscaler, nchw, route, work, on_batch=blend, batch_size=batch_size, should_stop=should_stop)
+    image.clamp_(0.0, 1.0)
+    return _result(images, image, out_size, sal, cls, route, blocks, previews, clock, upscaler)
+
+
+def _result(images: torch.Tensor, image: torch.Tensor, out_size: tuple[int, int], sal: torch.Tensor,
+            cls: Classification, route: torch.Tensor, blocks: Blocks, previews: bool, clock: StageTimer,
+            upscaler: HeavyUpscaler | None) -> ChainResult:
+    """The final resize to the exact output size (when the whole-number block factor overshot) and the previews."""
     if tuple(image.shape[1:3]) != out_size:
         with clock.stage("upscaling"):
             image = lanczos_resize(image, out_size)

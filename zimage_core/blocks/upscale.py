@@ -158,18 +158,24 @@ class SDUpscaler:
     def __init__(self, pipe, *, prompt: str = "", negative_prompt: str = "", noise_level: int = 20, steps: int = 20,
                  guidance_scale: float = 9.0, seed: int = 0, device: torch.device | str | None = None,
                  name: str = "SD x4 upscaler") -> None:
-        if not 0 <= int(noise_level) <= int(getattr(pipe.config, "max_noise_level", 350)):
-            raise InputError(f"noise_level must be 0-{getattr(pipe.config, 'max_noise_level', 350)}; got {noise_level}.")
-        if int(steps) < 1:
-            raise InputError(f"steps must be at least 1; got {steps}.")
         self.pipe = pipe
-        self.prompt, self.negative_prompt = prompt, negative_prompt
-        self.noise_level, self.steps, self.guidance_scale, self.seed = int(noise_level), int(steps), float(
-            guidance_scale), int(seed)
+        self.negative_prompt = negative_prompt
+        self.configure(prompt=prompt, noise_level=noise_level, steps=steps, guidance_scale=guidance_scale, seed=seed)
         self.device = torch.device(device) if device is not None else default_device()
         self.name = name
-        self._calls = 0
         self.multiple_of = 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+
+    def configure(self, *, prompt: str, noise_level: int, steps: int, guidance_scale: float, seed: int) -> None:
+        """Set the options of the next run (a cached pipeline takes new options without reloading) and restart the
+        per-call seed offset, so a run is reproducible for a given seed."""
+        max_noise = int(getattr(self.pipe.config, "max_noise_level", 350))
+        if not 0 <= int(noise_level) <= max_noise:
+            raise InputError(f"noise_level must be 0-{max_noise}; got {noise_level}.")
+        if int(steps) < 1:
+            raise InputError(f"steps must be at least 1; got {steps}.")
+        self.prompt, self.noise_level, self.steps = prompt, int(noise_level), int(steps)
+        self.guidance_scale, self.seed = float(guidance_scale), int(seed)
+        self._calls = 0
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, *, dtype: torch.dtype | None = None,
@@ -305,5 +311,46 @@ def heavy_upscale_blocks(upscaler: HeavyUpscaler, blocks: torch.Tensor, scale: i
         yield sl, out
 
 
+def heavy_routes(n: int, planned: torch.Tensor | None, upscaler: HeavyUpscaler | None, scale: float) -> torch.Tensor:
+    """Which of n blocks take the heavy path, (n,) bool on the CPU: the planned ones (every block when nothing was
+    planned) — none without a heavy model, or when the blocks are not enlarged (the heavy model would only be
+    downscaled again)."""
+    if upscaler is None:
+        log.info("No heavy upscaler given: all %d blocks use LANCZOS (pass an upscale model or an SD x4 folder to "
+                 "enhance subject and detail blocks).", n)
+        return torch.zeros(n, dtype=torch.bool)
+    if scale < 1:
+        log.warning("scale %.3g < 1: the heavy model would only be downscaled again; using LANCZOS.", scale)
+        return torch.zeros(n, dtype=torch.bool)
+    return planned.cpu().clone() if planned is not None else torch.ones(n, dtype=torch.bool)
+
+
+def upscale_heavy_route(upscaler: HeavyUpscaler | None, blocks: torch.Tensor, route: torch.Tensor, scale: int, *,
+                        on_batch: Callable[[torch.Tensor, torch.Tensor], None], batch_size: int = 8,
+                        should_stop: StopFn | None = None) -> None:
+    """The heavy path of a block set, shared by the chain and the Block Upscaler node: the (n,3,h,w) blocks whose
+    `route` is True go through the upscaler in batches (halved on out-of-memory); `on_batch(indices, upscaled)` gets
+    each batch; the upscaler is released afterwards, also on error or interrupt."""
+    idx = torch.nonzero(route).flatten()
+    try:
+        if idx.numel():
+            log.info("Heavy path (%s): %d of %d blocks, batch size %d.", upscaler.name, idx.numel(), len(route),
+                     batch_size)
+            for sl, out in heavy_upscale_blocks(upscaler, blocks[idx.to(blocks.device)], scale,
+                                                batch_size=batch_size, should_stop=should_stop):
+                on_batch(idx[sl], out)
+    finally:
+        release_upscaler(upscaler)
+
+
+def release_upscaler(upscaler: HeavyUpscaler | None) -> None:
+    """Move a heavy model off the accelerator (a no-op for upscalers that keep nothing there)."""
+    release = getattr(upscaler, "release", None)
+    if callable(release):
+        release()
+
+
 __all__ = ["HeavyUpscaler", "SpandrelUpscaler", "SDUpscaler", "load_heavy_upscaler", "load_spandrel",
-           "lanczos_upscale_blocks", "heavy_upscale_blocks", "run_batched", "is_out_of_memory", "default_device"]
+           "lanczos_upscale_blocks", "heavy_routes", "heavy_upscale_blocks", "release_upscaler", "upscale_heavy_route",
+           "run_batched",
+           "is_out_of_memory", "default_device"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
-from typing import Callable, ContextManager
+from typing import ContextManager
 
 import torch
 
@@ -25,14 +25,12 @@ from ..encode import Conditioning
 from ..errors import InputError
 from ..sample import check_conditioning, transformer_velocity
 from .cfg import cfg_combine, cfg_scale_at, cfg_velocities, check_cfg
+from .diversity import SeedDiversity
 from .nag import check_nag, nag_velocity
 from .settings import DEFAULT_SLG_END, DEFAULT_SLG_LAYERS, DEFAULT_SLG_START, check_layers, check_window
 from .slg import skip_layers, slg_active, slg_combine
 
 log = logging.getLogger("zimage_core.guidance")
-
-DiversityFn = Callable[[list[torch.Tensor], float, int], list[torch.Tensor]]
-
 
 @dataclass
 class GuidanceOptions:
@@ -55,7 +53,7 @@ class GuidanceOptions:
     slg_end: float = DEFAULT_SLG_END
     # hooks owned by other modules
     dype: object | None = None  # guidance.dype.DyPE: .set_sigma(σ), .applied(transformer) context manager
-    diversity_fn: DiversityFn | None = None  # (positive embeds, σ, step) -> embeds, applied before each forward
+    diversity_fn: SeedDiversity | None = None  # (positive embeds, σ, step) -> embeds, applied before each forward
 
     @property
     def cfg_on(self) -> bool:
@@ -184,8 +182,7 @@ class GuidedFactory:
             embeds = match_negative(negative, count)
             negative = Conditioning([embeds[index]], [negative.prompts[min(index, len(negative.prompts) - 1)]]
                                     if negative.prompts else [], dict(negative.info))
-        shifted = getattr(o.diversity_fn, "shifted", None)
-        diversity = shifted(index) if shifted is not None else o.diversity_fn
+        diversity = o.diversity_fn.shifted(index) if o.diversity_fn is not None else None
         return GuidedFactory(replace(o, negative=negative, diversity_fn=diversity))
 
 

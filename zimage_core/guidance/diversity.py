@@ -19,16 +19,12 @@ With the Turbo schedule (shift 3) and until_sigma = 0.8, 8-9 steps perturb the f
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
 from ..errors import InputError
 from .settings import DEFAULT_UNTIL_SIGMA
 
 _SALT = 0x5EED_D1CE  # keeps the caption noise independent of the image noise drawn from the same seed
-
-DiversityFn = Callable[[list[torch.Tensor], float, int], list[torch.Tensor]]
 
 
 def caption_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -37,37 +33,43 @@ def caption_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.randn(shape, generator=g, dtype=torch.float32)
 
 
-def make_diversity_fn(strength: float, seed: int, until_sigma: float = DEFAULT_UNTIL_SIGMA) -> DiversityFn:
+class SeedDiversity:
     """fn(cond_embeds, sigma, step) → embeds: perturbed while σ > until_sigma, the same list object otherwise.
 
     Element i of cond_embeds (one per output image, as `sample` orders them) uses seed + i, matching the per-image
-    latent noise seeds, so image k of a batch equals the same image generated alone with seed + k.
-    """
-    strength = float(strength)
-    if strength < 0:
-        raise InputError(f"seed-diversity strength must be ≥ 0; got {strength}.")
-    if not 0.0 <= until_sigma <= 1.0:
-        raise InputError(f"seed-diversity until_sigma must be in 0-1; got {until_sigma}.")
-    cache: dict[tuple, torch.Tensor] = {}
+    latent noise seeds, so image k of a batch equals the same image generated alone with seed + k (`shifted(k)`)."""
 
-    def diversify(cond_embeds: list[torch.Tensor], sigma: float, step: int) -> list[torch.Tensor]:
-        if strength == 0.0 or float(sigma) <= until_sigma:
+    def __init__(self, strength: float, seed: int, until_sigma: float = DEFAULT_UNTIL_SIGMA):
+        self.strength, self.seed, self.until_sigma = float(strength), int(seed), float(until_sigma)
+        if self.strength < 0:
+            raise InputError(f"seed-diversity strength must be ≥ 0; got {strength}.")
+        if not 0.0 <= self.until_sigma <= 1.0:
+            raise InputError(f"seed-diversity until_sigma must be in 0-1; got {until_sigma}.")
+        self._noise: dict[tuple, torch.Tensor] = {}
+
+    def __call__(self, cond_embeds: list[torch.Tensor], sigma: float, step: int) -> list[torch.Tensor]:
+        if self.strength == 0.0 or float(sigma) <= self.until_sigma:
             return cond_embeds
         out = []
         for i, e in enumerate(cond_embeds):
             key = (i, tuple(e.shape))
-            if key not in cache:
-                cache[key] = caption_noise(tuple(e.shape), seed + i)
+            if key not in self._noise:
+                self._noise[key] = caption_noise(tuple(e.shape), self.seed + i)
             x = e.float()
-            noise = cache[key].to(device=e.device)
-            out.append((x + strength * x.std() * noise).to(e.dtype))
+            out.append((x + self.strength * x.std() * self._noise[key].to(device=e.device)).to(e.dtype))
         return out
 
-    diversify.strength = strength  # type: ignore[attr-defined]
-    diversify.until_sigma = until_sigma  # type: ignore[attr-defined]
-    # the same perturbation for image `offset` of a batch computed on its own (generate's batch-invariant path)
-    diversify.shifted = lambda offset: make_diversity_fn(strength, seed + offset, until_sigma)  # type: ignore
-    return diversify
+    def shifted(self, offset: int) -> "SeedDiversity":
+        """The perturbation of image `offset` of a batch, for that image computed on its own."""
+        return SeedDiversity(self.strength, self.seed + offset, self.until_sigma)
 
 
-__all__ = ["DEFAULT_UNTIL_SIGMA", "DiversityFn", "caption_noise", "make_diversity_fn"]
+DiversityFn = SeedDiversity
+
+
+def make_diversity_fn(strength: float, seed: int, until_sigma: float = DEFAULT_UNTIL_SIGMA) -> SeedDiversity:
+    """The seed-diversity hook for a generation at `seed` (see SeedDiversity)."""
+    return SeedDiversity(strength, seed, until_sigma)
+
+
+__all__ = ["DEFAULT_UNTIL_SIGMA", "DiversityFn", "SeedDiversity", "caption_noise", "make_diversity_fn"]

@@ -53,11 +53,11 @@ def check_layers(layers: str | int | Iterable[int], n_layers: int) -> tuple[int,
     idx = parse_layers(layers)
     if not idx:
         raise InputError(f"SLG needs at least one layer to skip (valid indices 0..{n_layers - 1}; Turbo default "
-                         "7-12).")
+                         "7-12).", "slg_layers")
     bad = [i for i in idx if not 0 <= i < n_layers]
     if bad:
         raise InputError(f"SLG layer(s) {bad} out of range: this model has {n_layers} main layers, valid indices "
-                         f"are 0..{n_layers - 1}.")
+                         f"are 0..{n_layers - 1}.", "slg_layers")
     return idx
 
 

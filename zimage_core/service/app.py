@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..errors import Interrupted, ModelFileError, ZImageError
+from ..errors import InputError, Interrupted, ModelFileError, ZImageError
 from ..pipeline import generate_route, plan_route
 from .connections import DEFAULT_HEADER_TIMEOUT_S, GuardedSite, track_requests
 from .jobs import Job, JobQueue, QueueFull, ShuttingDown
@@ -156,7 +156,7 @@ def _job_error(err: BaseException, rid: str) -> web.Response:
         return _error(500, f"server model files: {err}", None, rid)
     if isinstance(err, ZImageError):
         log.info("request %s: %s", rid, err)
-        return _error(400, str(err), None, rid)
+        return _error(400, str(err), err.option if isinstance(err, InputError) else None, rid)
     log.error("request %s failed", rid, exc_info=err)
     return _error(500, f"internal error ({type(err).__name__}): {err}", None, rid)
 
@@ -197,7 +197,7 @@ async def handle_health(request: web.Request) -> web.Response:
     return web.json_response({"status": "stopping" if q.stopping else "ok", "queue": q.waiting,
                               "queue_size": q.max_queued, "busy": q.busy is not None, "models": svc.models_label,
                               "loaded": svc.runner.loaded(), "counts": dict(q.counts),
-                              "mean_job_s": round(q.mean_job_s(), 3)})
+                              "mean_job_s": round(q.mean_job_s(), 3) if q.measured else None})
 
 
 def create_app(models: str | os.PathLike | Callable[[], Any], *, queue_size: int = 8, max_body: int = 1 << 20,

@@ -128,6 +128,11 @@ class JobQueue:
         if not job.future.done():
             job.future.cancel()
 
+    @property
+    def measured(self) -> bool:
+        """True once a job has run (mean_job_s is then measured, not the first estimate)."""
+        return bool(self._durations)
+
     def mean_job_s(self) -> float:
         """Mean duration of the last jobs that ran (a first estimate until one has)."""
         return sum(self._durations) / len(self._durations) if self._durations else self._first_estimate_s
