@@ -1,6 +1,6 @@
 """CPU benchmark of the light block route: 768² → 3072² (4×), ours vs a straightforward per-block reference.
 
-Both sides do the same work on the same image: saliency (DESIGN formula), per-block classification, LANCZOS 4×
+Both sides do the same work on the same image: saliency (the same formula), per-block classification, LANCZOS 4×
 of every 128 px block (32 px overlap; no heavy model, so every block takes the light path) and a feather stitch
 with the same Gaussian masks. The reference is what one writes first: scipy filters, a python loop over blocks,
 PIL LANCZOS per block (uint8), numpy accumulate-weights-and-divide stitch. Ours is `zimage_core.blocks.upscale_chain`.

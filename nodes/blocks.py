@@ -1,4 +1,4 @@
-"""Block-upscaling nodes (DESIGN §1 steps 2-8): Saliency Map, Block Slicer, Block Classifier, Block Upscaler,
+"""Block-upscaling nodes (the block route: saliency, slicing, routing, upscaling, stitching): Saliency Map, Block Slicer, Block Classifier, Block Upscaler,
 Feather Stitch, plus a LANCZOS resize for the route's final size.
 
 The blocks travel between nodes as one `ZIMAGE_BLOCKS` object (`BlockSet`): the sliced grid, the classification

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from zimage_core.encode import Conditioning, load_embeddings, save_embeddings
 from zimage_core.generate import prompt_encoder
-from zimage_core.settings import MAX_CAPTION_TOKENS, EncodeSettings
+from zimage_core.settings import DEFAULT_HIDDEN_LAYER, DEFAULT_LONG_MODE, MAX_CAPTION_TOKENS, EncodeSettings
 
 from . import host
 from .loaders import TEXT_ENCODER, ZImageTextEncoder
@@ -41,8 +41,8 @@ class ZImageEncode:
             **{o.name: o.widget() for o in EncodeSettings.options()},
         }}
 
-    def encode(self, text_encoder: ZImageTextEncoder, text: str, hidden_layer: int = -2,
-               long_prompt_mode: str = "truncate", max_tokens: int = MAX_CAPTION_TOKENS) -> tuple:
+    def encode(self, text_encoder: ZImageTextEncoder, text: str, hidden_layer: int = DEFAULT_HIDDEN_LAYER,
+               long_prompt_mode: str = DEFAULT_LONG_MODE, max_tokens: int = MAX_CAPTION_TOKENS) -> tuple:
         bundle = text_encoder.bundle
         with host.timed("text_encode"), host.models_ready(bundle.text_encoder):
             cond = prompt_encoder(bundle).encode(text, hidden_layer=hidden_layer, max_tokens=max_tokens,

@@ -108,6 +108,89 @@ def _read_outputs(entry: dict, node_id: str) -> list:
     return out
 
 
+class _Refused(Exception):
+    """An answer other than 200, raised by the steps of handle_generate."""
+
+    def __init__(self, status: int, message: str, field: str | None = None, **extra: Any):
+        super().__init__(message)
+        self.status, self.message, self.field, self.extra = status, message, field, extra
+
+
+def _one_of(choices: list[str]) -> str:
+    return ", ".join(choices[:20]) or "(none installed)"
+
+
+def _choose_files(req) -> tuple[dict[str, Any], list[str]]:
+    """The model files of the graph (the request's names checked against ComfyUI's folders, else the defaults) and
+    the notes saying which heavy upscaler and face model were chosen."""
+    choices = default_choices()
+    missing = [k for k in ("diffusion_model", "text_encoder", "vae") if not choices.get(k)]
+    if missing:
+        raise _Refused(500, "server model files: no Z-Image " + ", ".join(missing) + " file in ComfyUI's model "
+                       "folders (models/diffusion_models, models/text_encoders, models/vae).")
+    files = {"heavy": AUTO, "face_model": AUTO}  # the nodes resolve "auto" exactly as default_choices() reports it
+    for field, folder in (("diffusion_model", "diffusion_models"), ("text_encoder", "text_encoders"),
+                          ("vae", "vae")):
+        wanted = getattr(req, field)
+        if wanted is not None and wanted not in choices["files"][field]:
+            raise _Refused(400, f"{field} '{wanted}' is not a file in ComfyUI's models/{folder}; choose one of: "
+                           + _one_of(choices["files"][field]), field)
+        files[field] = wanted or choices[field]
+    notes = [choices["heavy_note"], choices["face_note"]]
+    if req.heavy is not None:
+        if req.heavy not in choices["heavy_choices"]:
+            raise _Refused(400, f"heavy '{req.heavy}' is not an upscaler ComfyUI knows; choose one of: "
+                           + _one_of(choices["heavy_choices"]), "heavy")
+        files["heavy"], notes[0] = req.heavy, f"heavy upscaler: {req.heavy} (requested)"
+    if req.face_model is not None:
+        if req.face_model not in choices["face_choices"]:
+            raise _Refused(400, f"face_model '{req.face_model}' is not in models/facerestore_models; choose one of: "
+                           + _one_of(choices["face_choices"]), "face_model")
+        files["face_model"], notes[1] = req.face_model, f"faces: {req.face_model} (requested)"
+    return files, notes
+
+
+def _check_graph_request(req) -> None:
+    """What a text-to-image graph cannot do, and LoRA names that are not in ComfyUI's folder."""
+    if req.job.hires_passes or req.job.init_image is not None:
+        field = "hires_passes" if req.job.hires_passes else "init_image"
+        raise _Refused(400, f"{field}: this route builds a text-to-image graph; hi-res passes and start images are "
+                       "offered by the headless server (zimage serve) and by graphs of the Z-Image nodes.", field)
+    loras = host.list_files("loras") if req.loras else []
+    for name, _ in req.loras:
+        if name not in loras:
+            raise _Refused(400, f"loras: '{name}' is not in ComfyUI's models/loras; choose one of: "
+                           + _one_of(loras), "loras")
+
+
+async def _run_graph(server, graph: dict) -> tuple[str, dict]:
+    """Queue the graph, wait for its history entry; (prompt id, entry) or _Refused saying what went wrong."""
+    try:
+        prompt_id, answer = await _queue(server, graph)
+    except Exception as err:  # noqa: BLE001
+        log.exception("Z-Image route: could not queue the graph")
+        raise _Refused(500, f"could not queue the graph on ComfyUI ({type(err).__name__}: {err}).") from err
+    if prompt_id is None:
+        raise _Refused(400 if answer.get("node_errors") else 500, "ComfyUI refused the graph: "
+                       + str(answer.get("error", {}).get("message", answer.get("error"))),
+                       node_errors=answer.get("node_errors", {}))
+    entry = await _wait(server, prompt_id, TIMEOUT_S)
+    if entry is None:
+        raise _Refused(504, f"the graph did not finish within {TIMEOUT_S:g} s (prompt_id {prompt_id}; it is still "
+                       "in ComfyUI's queue, POST /interrupt to stop it).", prompt_id=prompt_id)
+    failure = _execution_error(entry)
+    if failure is not None or entry.get("status", {}).get("status_str") == "error":
+        failure = failure or {}
+        host.pop_timings(prompt_id)
+        if failure.get("kind") == "execution_interrupted":
+            raise _Refused(503, "the job was interrupted in ComfyUI.", prompt_id=prompt_id)
+        etype = str(failure.get("exception_type", ""))
+        status = 500 if ("ModelFileError" in etype or "zimage" not in etype) else 400
+        raise _Refused(status, f"{failure.get('node_type', 'a node')} failed: "
+                       f"{failure.get('exception_message', '?')}", prompt_id=prompt_id)
+    return prompt_id, entry
+
+
 async def handle_generate(request) -> Any:
     """The headless API's contract, answered by a graph queued on ComfyUI."""
     server = host.prompt_server()
@@ -118,84 +201,25 @@ async def handle_generate(request) -> Any:
         return _error(400, "the body is not valid UTF-8 JSON.", "body")
     try:
         req = parse_request(data, Limits())
+        _check_graph_request(req)
+        files, notes = await asyncio.to_thread(_choose_files, req)
+        graph = build_route_graph(req.job, loras=req.loras, route=req.route, **files)
+        prompt_id, entry = await _run_graph(server, graph.nodes)
     except RequestError as err:
         return _error(err.status, err.message, err.field)
-
-    choices = await asyncio.to_thread(default_choices)
-    missing = [k for k in ("diffusion_model", "text_encoder", "vae") if not choices.get(k)]
-    if missing:
-        return _error(500, "server model files: no Z-Image " + ", ".join(missing) + " file in ComfyUI's model "
-                      "folders (models/diffusion_models, models/text_encoders, models/vae).")
-    for field, folder in (("diffusion_model", "diffusion_models"), ("text_encoder", "text_encoders"),
-                          ("vae", "vae")):
-        wanted = getattr(req, field)
-        if wanted is not None:
-            if wanted not in choices["files"][field]:
-                return _error(400, f"{field} '{wanted}' is not a file in ComfyUI's models/{folder}; choose one of: "
-                              + (", ".join(choices["files"][field][:20]) or "(none installed)"), field)
-            choices[field] = wanted
-    heavy, face = AUTO, AUTO  # the nodes resolve "auto" exactly as default_choices() reports it
-    heavy_note, face_note = choices["heavy_note"], choices["face_note"]
-    if req.heavy is not None:
-        if req.heavy not in choices["heavy_choices"]:
-            return _error(400, f"heavy '{req.heavy}' is not an upscaler ComfyUI knows; choose one of: "
-                          + ", ".join(choices["heavy_choices"][:20]), "heavy")
-        heavy, heavy_note = req.heavy, f"heavy upscaler: {req.heavy} (requested)"
-    if req.face_model is not None:
-        if req.face_model not in choices["face_choices"]:
-            return _error(400, f"face_model '{req.face_model}' is not in models/facerestore_models; choose one of: "
-                          + (", ".join(choices["face_choices"][:20]) or "(none installed)"), "face_model")
-        face, face_note = req.face_model, f"faces: {req.face_model} (requested)"
-
-    if req.job.hires_passes or req.job.init_image is not None:
-        field = "hires_passes" if req.job.hires_passes else "init_image"
-        return _error(400, f"{field}: this route builds a text-to-image graph; hi-res passes and start images are "
-                      "offered by the headless server (zimage serve) and by graphs of the Z-Image nodes.", field)
-    loras = host.list_files("loras") if req.loras else []
-    for name, _ in req.loras:
-        if name not in loras:
-            return _error(400, f"loras: '{name}' is not in ComfyUI's models/loras; choose one of: "
-                          + (", ".join(loras[:20]) or "(none installed)"), "loras")
-    graph = build_route_graph(req.job, diffusion_model=choices["diffusion_model"],
-                                  text_encoder=choices["text_encoder"], vae=choices["vae"], heavy=heavy,
-                                  face_model=face, loras=req.loras, route=req.route)
-    try:
-        prompt_id, answer = await _queue(server, graph.nodes)
-    except Exception as err:  # noqa: BLE001
-        log.exception("Z-Image route: could not queue the graph")
-        return _error(500, f"could not queue the graph on ComfyUI ({type(err).__name__}: {err}).")
-    if prompt_id is None:
-        return _error(400 if answer.get("node_errors") else 500, "ComfyUI refused the graph: "
-                      + str(answer.get("error", {}).get("message", answer.get("error"))),
-                      None, node_errors=answer.get("node_errors", {}))
-
-    entry = await _wait(server, prompt_id, TIMEOUT_S)
-    if entry is None:
-        return _error(504, f"the graph did not finish within {TIMEOUT_S:g} s (prompt_id {prompt_id}; it is still in "
-                      "ComfyUI's queue, POST /interrupt to stop it).", prompt_id=prompt_id)
-    failure = _execution_error(entry)
-    if failure is not None or entry.get("status", {}).get("status_str") == "error":
-        failure = failure or {}
-        host.pop_timings(prompt_id)
-        if failure.get("kind") == "execution_interrupted":
-            return _error(503, "the job was interrupted in ComfyUI.", prompt_id=prompt_id)
-        etype = str(failure.get("exception_type", ""))
-        status = 500 if ("ModelFileError" in etype or "zimage" not in etype) else 400
-        return _error(status, f"{failure.get('node_type', 'a node')} failed: {failure.get('exception_message', '?')}",
-                      None, prompt_id=prompt_id)
+    except _Refused as err:
+        return _error(err.status, err.message, err.field, **err.extra)
 
     images = [im for node in graph.outputs for im in await asyncio.to_thread(_read_outputs, entry, node)]
     stage = host.pop_timings(prompt_id)
     report = {k: round(float(v), 4) for k, v in stage.items() if k != "total"}  # stages that ran, as nodes timed them
     report["total"] = round(sum(report.values()), 4)
-    first = images[0]
     encoded = await asyncio.to_thread(lambda: [encode_jpeg_base64(im) for im in images])  # off the event loop
     body: dict[str, Any] = {
-        "image": encoded[0], "width": int(first.shape[2]), "height": int(first.shape[1]),
+        "image": encoded[0], "width": int(images[0].shape[2]), "height": int(images[0].shape[1]),
         "seed": req.seed, "timing_report": report, "prompt_id": prompt_id,
         "wall_seconds": round(time.perf_counter() - t_start, 4),
-        "notes": [heavy_note, face_note, "stages a cached node skipped are absent"],
-        "warnings": req.warnings,
+        "notes": [*notes, "stages a cached node skipped are absent"], "warnings": req.warnings,
         "options": {**{k: v for k, v in req.job.values().items() if k not in SERVER_OPTIONS}, **req.route},
     }
     if len(images) > 1:

@@ -1,4 +1,4 @@
-"""Classifier: the DESIGN rules on constructed images, ratio enforcement order, preview colours."""
+"""Classifier: the subject / flat / detail rules on constructed images, ratio enforcement order, preview colours."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def constructed_image() -> np.ndarray:
 
 
 def expected_labels(img: np.ndarray, s: np.ndarray, blocks) -> list[int]:
-    """The rules of DESIGN §1 steps 4-5, written independently with numpy."""
+    """The classification and routing rules, written independently with numpy."""
     t = np.percentile(s, 85)
     gray = img.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) * 255.0
     out = []

@@ -144,7 +144,9 @@ def test_missing_packages_fall_back_or_say_what_to_install(monkeypatch, astronau
     assert auto(astronaut)[0][0].detector == "haar"
     out, report = restore_faces(torch.full((1, 64, 64, 3), 0.5), _NeverCalled(), detector="auto")
     assert report.detector == "haar" and report.fallback_reason and "Haar" in report.summary()
-    monkeypatch.setattr(detect_mod._HaarBackend, "_instance", None)
+    from zimage_core.faces.haar import HaarBackend
+
+    monkeypatch.setattr(HaarBackend, "_instance", None)
     monkeypatch.setitem(sys.modules, "cv2", None)
     with pytest.raises(ImportError) as info:
         FaceDetector("auto")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from zimage_core.errors import InputError
+from zimage_core.guidance.settings import DypeSettings
 from zimage_core.hires import bislerp, generate_hires, parse_passes, plan_sizes, upscale_latents
 from zimage_core.sample import TransformerDenoiser
 
@@ -35,7 +36,7 @@ class RecordingFactory:
 def test_latent_hires_end_to_end_with_dype_in_the_refine_pass(tiny_bundle):
     rec, steps_seen = RecordingFactory(), []
     r = generate_hires(tiny_bundle, "a cat on a chair", width=64, height=64, steps=2, seed=4,
-                       passes=[{"scale": 2.0, "steps": 4, "strength": 0.5}], dype_base=64, make_denoiser_for=rec,
+                       passes=[{"scale": 2.0, "steps": 4, "strength": 0.5}], dype=DypeSettings(method="vision_yarn", base=64), make_denoiser_for=rec,
                        callback=lambda info: steps_seen.append((info.step, info.total)))
     assert r.images.shape == (1, 128, 128, 3) and r.latents.shape == (1, 16, 16, 16)
     assert 0.0 <= float(r.images.min()) and float(r.images.max()) <= 1.0
@@ -51,16 +52,16 @@ def test_latent_hires_end_to_end_with_dype_in_the_refine_pass(tiny_bundle):
 
 def test_dype_acts_in_the_refine_pass_and_off_matches_inactive(tiny_bundle):
     kw = dict(width=64, height=64, steps=1, seed=7, passes=[{"scale": 1.25, "steps": 2, "strength": 1.0}])
-    off = generate_hires(tiny_bundle, "a house", dype_method=None, dype_base=64, **kw).images
-    inactive = generate_hires(tiny_bundle, "a house", dype_base=1024, **kw).images  # 128² is below 1024²
-    on = generate_hires(tiny_bundle, "a house", dype_base=64, **kw).images
+    off = generate_hires(tiny_bundle, "a house", dype=None, **kw).images
+    inactive = generate_hires(tiny_bundle, "a house", dype=DypeSettings(method="vision_yarn"), **kw).images  # 128² is below 1024²
+    on = generate_hires(tiny_bundle, "a house", dype=DypeSettings(method="vision_yarn", base=64), **kw).images
     assert torch.equal(off, inactive)
     assert (on - off).abs().max() > 1e-3
 
 
 def test_two_pixel_passes_non_square_and_batch(tiny_bundle):
     r = generate_hires(tiny_bundle, ["a"], width=80, height=64, steps=1, seed=1, images_per_prompt=2,
-                       upscale="pixel", dype_base=64,
+                       upscale="pixel", dype=DypeSettings(method="vision_yarn", base=64),
                        passes=[{"scale": 1.5, "steps": 2, "strength": 0.5}, {"scale": 1.25, "steps": 2,
                                                                               "strength": 0.5}])
     assert [(s["width"], s["height"]) for s in r.passes] == [(80, 64), (128, 96), (160, 128)]

@@ -205,7 +205,7 @@ def test_route_default_choices(tmp_path, monkeypatch):
     assert c["face_model"] == "GFPGANv1.4.pth" and c["face_note"].startswith("faces: GFPGANv1.4.pth (auto")
 
 
-def test_route_encodes_each_image_once_off_the_event_loop(monkeypatch):
+def test_route_encodes_each_image_once_off_the_event_loop(pack, monkeypatch):
     """handle_generate (with ComfyUI's queue faked): every output is JPEG-encoded exactly once, in a worker thread,
     and the first encoding is reused for "image"."""
     import asyncio

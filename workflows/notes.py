@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from zimage_core.guidance.settings import NagSettings
+
+NAG = NagSettings()  # its defaults are its "on" values
+
 FILES = {
     "diffusion_model": "z_image_turbo_bf16.safetensors",
     "text_encoder": "qwen_3_4b.safetensors",
@@ -40,7 +44,7 @@ Turbo is distilled: **9 steps** (= model evaluations), **no CFG**, shift 3. Size
 Guidance is attached to the model by the **Z-Image guidance nodes** (chain them between the loader and the
 sampler; they also work on ComfyUI's own MODEL with KSampler):
 - **negative** works through **NAG** (Normalized Attention Guidance); the *Z-Image NAG* node tunes it
-  (scale 1 = off, 2-5 = on; τ 2.5, α 0.25).
+  (scale 1 = off, 2-5 = on; τ {NAG.tau:g}, α {NAG.alpha:g}).
 - **Z-Image SLG** (skip-layer guidance) sharpens structure; one extra model call per active step.
 - **Z-Image DyPE** keeps composition intact above 1024² (no effect at or below 1024 px per side).
 - **Z-Image Seed Diversity**: Turbo varies little with the seed; 0.25-0.5 varies the composition.

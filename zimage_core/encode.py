@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .errors import InputError, ModelFileError
 from .offload import execution_device
-from .settings import LONG_PROMPT_MODES, MAX_CAPTION_TOKENS
+from .settings import DEFAULT_HIDDEN_LAYER, DEFAULT_LONG_MODE, LONG_PROMPT_MODES, MAX_CAPTION_TOKENS
 
 PROMPT_TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 PROMPT_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n"
@@ -117,8 +117,8 @@ class PromptEncoder:
         return len(self.tokenizer(format_prompt(prompt), add_special_tokens=False)["input_ids"])
 
     @torch.no_grad()
-    def encode(self, prompts: str | list[str], *, hidden_layer: int = -2, max_tokens: int = MAX_CAPTION_TOKENS,
-               long_mode: str = "truncate") -> Conditioning:
+    def encode(self, prompts: str | list[str], *, hidden_layer: int = DEFAULT_HIDDEN_LAYER,
+               max_tokens: int = MAX_CAPTION_TOKENS, long_mode: str = DEFAULT_LONG_MODE) -> Conditioning:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise InputError("No prompt given.")

@@ -12,7 +12,7 @@ from .encode import Conditioning, PromptEncoder
 from .images import as_image_batch
 from .models import ModelBundle
 from .sample import DenoiserFactory, PerImageFactory, StepCallback, StepInfo, sample
-from .settings import DEFAULT_SHIFT, MAX_CAPTION_TOKENS
+from .settings import DEFAULT_HIDDEN_LAYER, DEFAULT_LONG_MODE, DEFAULT_SHIFT, MAX_CAPTION_TOKENS
 from .timing import StageTimer
 
 
@@ -38,9 +38,9 @@ class Generation:
     images_per_prompt: int = 1
     init_image: torch.Tensor | None = None
     strength: float = 1.0
-    hidden_layer: int = -2
+    hidden_layer: int = DEFAULT_HIDDEN_LAYER
     max_tokens: int = MAX_CAPTION_TOKENS
-    long_mode: str = "truncate"
+    long_mode: str = DEFAULT_LONG_MODE
     make_denoiser: DenoiserFactory | None = None
     callback: StepCallback | None = None
     should_stop: Callable[[], bool] | None = None
@@ -70,9 +70,9 @@ def generate(
     images_per_prompt: int = 1,
     init_image: torch.Tensor | None = None,
     strength: float = 1.0,
-    hidden_layer: int = -2,
+    hidden_layer: int = DEFAULT_HIDDEN_LAYER,
     max_tokens: int = MAX_CAPTION_TOKENS,
-    long_mode: str = "truncate",
+    long_mode: str = DEFAULT_LONG_MODE,
     make_denoiser: DenoiserFactory | None = None,
     callback: StepCallback | None = None,
     should_stop: Callable[[], bool] | None = None,

@@ -6,7 +6,7 @@ the layout small and refining it big keeps the composition; DyPE keeps the refin
 
 Pass rules: `scale` is relative to the previous pass's size (so passes [2, 1.5] on 768² give 1536² then 2304²);
 sizes are snapped to multiples of 16 and checked. `steps` is the length of that pass's schedule and `strength`
-(0-1] the share of it that runs (img2img: N − N·strength is the first step, DESIGN §3), so a pass runs
+(0-1] the share of it that runs (img2img: N − N·strength is the first step, as in sample), so a pass runs
 steps − int(steps − steps·strength) model evaluations. Upscale 'latent' resizes the model-space latents
 (bicubic, bilinear or bislerp); 'pixel' decodes, resizes with LANCZOS and encodes again (sharper, costs two VAE
 passes). Each pass gets its own noise: seed + PASS_SEED_STRIDE·pass for image 0, +1 per image, as in `sample`.
@@ -14,7 +14,6 @@ passes). Each pass gets its own noise: seed + PASS_SEED_STRIDE·pass for image 0
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -24,12 +23,15 @@ import torch.nn.functional as F
 from . import vae as vae_ops
 from .encode import MAX_CAPTION_TOKENS, Conditioning
 from .errors import InputError
-from .generate import GenerationResult, synchronize, prompt_encoder
+from .generate import GenerationResult, prompt_encoder
 from .guidance.dype import DEFAULT_METHOD, DyPE, DyPEDenoiser
+from .guidance.settings import DypeSettings
 from .models import ModelBundle
 from .sample import Denoiser, StepCallback, StepInfo, TransformerDenoiser, sample
 from .schedule import img2img_start
-from .settings import LATENT_RESAMPLERS, UPSCALE_MODES, HiresPass, parse_passes, plan_sizes
+from .settings import (DEFAULT_HIDDEN_LAYER, DEFAULT_LONG_MODE, LATENT_RESAMPLERS, UPSCALE_MODES, HiresPass,
+                       parse_passes, plan_sizes)
+from .timing import StageTimer
 
 PASS_SEED_STRIDE = 1_000_003
 DEFAULT_PASSES = ({"scale": 2.0, "steps": 6, "strength": 0.45},)
@@ -96,11 +98,14 @@ def upscale_pixels(images: torch.Tensor, width: int, height: int) -> torch.Tenso
 # --------------------------------------------------------------------------------------------- the route
 
 
-def _with_dype(factory: DenoiserFactory | None, dype: DyPE) -> DenoiserFactory:
+def _with_dype(factory: DenoiserFactory | None, dype: DyPE | None) -> DenoiserFactory:
     base = factory or TransformerDenoiser
-    if not dype.active:
+    if dype is None or not dype.active:
         return base
     return lambda transformer, cond: DyPEDenoiser(base(transformer, cond), transformer, dype)
+
+
+HIRES_DYPE = DypeSettings(method=DEFAULT_METHOD)  # passes above the base size get DyPE unless told otherwise
 
 
 def generate_hires(
@@ -114,15 +119,12 @@ def generate_hires(
     passes: Sequence[dict | HiresPass] = DEFAULT_PASSES,
     upscale: str = "latent",
     latent_resampler: str = "bicubic",
-    dype_method: str | None = DEFAULT_METHOD,
-    dype_lambda_s: float = 2.0,
-    dype_lambda_t: float = 2.0,
-    dype_base: int = 1024,
+    dype: DypeSettings | None = HIRES_DYPE,
     shift: float | None = None,
     images_per_prompt: int = 1,
-    hidden_layer: int = -2,
+    hidden_layer: int = DEFAULT_HIDDEN_LAYER,
     max_tokens: int = MAX_CAPTION_TOKENS,
-    long_mode: str = "truncate",
+    long_mode: str = DEFAULT_LONG_MODE,
     make_denoiser_for: Callable[[int, int], DenoiserFactory | None] | None = None,
     callback: StepCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -133,8 +135,8 @@ def generate_hires(
 
     `make_denoiser_for(width, height)` returns the caller's denoiser factory for that pass size (guidance options
     rebuilt per pass, e.g. the composition's guided_denoiser(options)); it must not add DyPE itself — this function
-    wraps every pass larger than `dype_base` with DyPE (`dype_method=None` turns that off). The callback sees one
-    continuous step count over all passes.
+    wraps every pass larger than the DyPE base size with `dype` (None or method 'off' turns that off). The callback
+    sees one continuous step count over all passes.
     """
     if upscale not in UPSCALE_MODES:
         raise InputError(f"Unknown hi-res upscale '{upscale}'; choose 'latent' or 'pixel'.")
@@ -142,68 +144,82 @@ def generate_hires(
         raise InputError(f"Unknown latent upscale '{latent_resampler}'; choose one of {', '.join(LATENT_RESAMPLERS)}.")
     plan = parse_passes(passes)
     sizes = plan_sizes(width, height, plan)
-    shift = bundle.shift if shift is None else shift
     evals = [steps] + [p.steps - img2img_start(p.steps, p.strength) for p in plan]
-    total = sum(evals)
-    timings: dict[str, float] = {}
-    stages: list[dict] = []
-
-    t0 = time.perf_counter()
+    timer = StageTimer(sync_cuda=bundle.device.type == "cuda")
     big_w, big_h = max(sizes, key=lambda wh: wh[0] * wh[1])
-    plan_memory = bundle.prepare(big_w, big_h, forwards=images_per_prompt)  # the largest pass decides the mode
-    if isinstance(prompts, Conditioning):
-        cond = prompts
+    if all(bundle.is_loaded(p) for p in ("transformer", "text_encoder", "vae")):
+        plan_memory = bundle.prepare(big_w, big_h, forwards=images_per_prompt)  # the largest pass decides the mode
     else:
-        cond = prompt_encoder(bundle).encode(prompts, hidden_layer=hidden_layer, max_tokens=max_tokens,
-                                             long_mode=long_mode)
-    timings["text_encode"] = time.perf_counter() - t0
-    transformer = bundle.activate("transformer")
-
-    def run(stage: int, w: int, h: int, n_steps: int, init: torch.Tensor | None, strength: float) -> torch.Tensor:
-        offset = sum(evals[:stage])
-
-        def cb(info: StepInfo) -> None:
-            callback(StepInfo(offset + info.step - (info.total - evals[stage]), total, info.sigma, info.latents,
-                              info.denoised))
-
-        dype = DyPE(w, h, method=dype_method, lambda_s=dype_lambda_s, lambda_t=dype_lambda_t, base=dype_base)
-        factory = make_denoiser_for(w, h) if make_denoiser_for is not None else None
-        t = time.perf_counter()
-        lat = sample(transformer, cond, width=w, height=h, steps=n_steps, seed=seed + PASS_SEED_STRIDE * stage,
-                     shift=shift, images_per_prompt=images_per_prompt if init is None else 1,
-                     init_latents=init, strength=strength, make_denoiser=_with_dype(factory, dype),
-                     callback=cb if callback is not None else None, should_stop=should_stop)
-        synchronize(lat)
-        seconds = time.perf_counter() - t
-        timings["base_denoise" if stage == 0 else f"pass{stage}_denoise"] = seconds
-        stages.append({"stage": "base" if stage == 0 else f"pass{stage}", "width": w, "height": h,
-                       "evaluations": evals[stage], "strength": strength, "dype": dype.active,
-                       "dype_info": dype.describe(), "seconds": seconds})
-        return lat
-
-    latents = run(0, width, height, steps, None, 1.0)
+        with timer.stage("load"):
+            plan_memory = bundle.prepare(big_w, big_h, forwards=images_per_prompt)
+    with timer.stage("text_encode"):
+        cond = prompts if isinstance(prompts, Conditioning) else prompt_encoder(bundle).encode(
+            prompts, hidden_layer=hidden_layer, max_tokens=max_tokens, long_mode=long_mode)
+    run = _Passes(bundle.activate("transformer"), seed, bundle.shift if shift is None else shift, images_per_prompt,
+                  evals, dype, make_denoiser_for, callback, should_stop, timer)
+    latents = run.sample(cond, 0, width, height, steps, None, 1.0)
     if images_per_prompt > 1:
         cond = cond.repeat_each(images_per_prompt)  # refine passes get one init latent per output image
     for i, p in enumerate(plan, 1):
         w, h = sizes[i]
-        t = time.perf_counter()
-        if upscale == "latent":
-            init = upscale_latents(latents, w, h, latent_resampler)
-        else:
-            vae = bundle.activate("vae")
-            init = vae_ops.encode(vae, upscale_pixels(vae_ops.decode(vae, latents, tiled=tiled_decode), w, h))
-            bundle.activate("transformer")
-        synchronize(init)
-        timings[f"pass{i}_upscale"] = time.perf_counter() - t
-        latents = run(i, w, h, p.steps, init, p.strength)
-        stages[-1]["upscale_seconds"] = timings[f"pass{i}_upscale"]
-
-    t = time.perf_counter()
-    images = vae_ops.decode(bundle.activate("vae"), latents, tiled=tiled_decode, on_tile=on_decode_tile)
-    timings["decode"] = time.perf_counter() - t
-    timings["total"] = sum(timings.values())
+        with timer.stage(f"pass{i}_upscale"):
+            if upscale == "latent":
+                init = upscale_latents(latents, w, h, latent_resampler)
+            else:
+                vae = bundle.activate("vae")
+                init = vae_ops.encode(vae, upscale_pixels(vae_ops.decode(vae, latents, tiled=tiled_decode), w, h))
+                bundle.activate("transformer")
+        latents = run.sample(cond, i, w, h, p.steps, init, p.strength)
+        run.stages[-1]["upscale_seconds"] = timer.seconds[f"pass{i}_upscale"]
+    with timer.stage("decode"):
+        images = vae_ops.decode(bundle.activate("vae"), latents, tiled=tiled_decode, on_tile=on_decode_tile)
     seeds = [seed + i for i in range(latents.shape[0])]
-    return HiresResult(images, latents, seeds, timings, [plan_memory.describe()], passes=stages)
+    return HiresResult(images, latents, seeds, timer.report(), [plan_memory.describe()], passes=run.stages)
+
+
+@dataclass
+class _Passes:
+    """What every sampling pass of one hi-res generation shares; `sample` runs one pass and records it."""
+
+    transformer: torch.nn.Module
+    seed: int
+    shift: float
+    images_per_prompt: int
+    evals: list[int]  # model evaluations per pass (base first)
+    dype: DypeSettings | None
+    make_denoiser_for: Callable[[int, int], DenoiserFactory | None] | None
+    callback: StepCallback | None
+    should_stop: Callable[[], bool] | None
+    timer: StageTimer
+    stages: list[dict] = field(default_factory=list)
+
+    def _progress(self, stage: int) -> StepCallback | None:
+        """The pass's steps as part of one continuous count over all passes."""
+        if self.callback is None:
+            return None
+        offset, total, mine = sum(self.evals[:stage]), sum(self.evals), self.evals[stage]
+
+        def report(info: StepInfo) -> None:
+            self.callback(StepInfo(offset + info.step - (info.total - mine), total, info.sigma, info.latents,
+                                   info.denoised))
+        return report
+
+    def sample(self, cond: Conditioning, stage: int, w: int, h: int, n_steps: int, init: torch.Tensor | None,
+               strength: float) -> torch.Tensor:
+        name = "base" if stage == 0 else f"pass{stage}"
+        dype = self.dype.for_size(w, h) if self.dype is not None else None
+        factory = self.make_denoiser_for(w, h) if self.make_denoiser_for is not None else None
+        with self.timer.stage(f"{name}_denoise"):
+            latents = sample(self.transformer, cond, width=w, height=h, steps=n_steps,
+                             seed=self.seed + PASS_SEED_STRIDE * stage, shift=self.shift,
+                             images_per_prompt=self.images_per_prompt if init is None else 1, init_latents=init,
+                             strength=strength, make_denoiser=_with_dype(factory, dype),
+                             callback=self._progress(stage), should_stop=self.should_stop)
+        self.stages.append({"stage": name, "width": w, "height": h, "evaluations": self.evals[stage],
+                            "strength": strength, "dype": dype is not None and dype.active,
+                            "dype_info": dype.describe() if dype is not None else "off",
+                            "seconds": self.timer.seconds[f"{name}_denoise"]})
+        return latents
 
 
 __all__ = ["DEFAULT_PASSES", "HiresPass", "HiresResult", "LATENT_RESAMPLERS", "UPSCALE_MODES", "bislerp",

@@ -226,9 +226,8 @@ def run_job(bundle: Any, job: GenerationJob, *, callback: Callable | None = None
         per_pass = replace(job.guidance, dype=replace(dype, method="off"))  # generate_hires adds DyPE per pass
         result = generate_hires(
             bundle, cond, width=g.width, height=g.height, steps=g.steps, seed=g.seed, passes=list(job.hires_passes),
-            upscale=job.hires.upscale, latent_resampler=job.hires.resampler,
-            dype_method=dype.method if dype.on else None, dype_lambda_s=dype.scale, dype_lambda_t=dype.exponent,
-            dype_base=dype.base, shift=g.shift, images_per_prompt=g.batch,
+            upscale=job.hires.upscale, latent_resampler=job.hires.resampler, dype=dype, shift=g.shift,
+            images_per_prompt=g.batch,
             make_denoiser_for=lambda w, h: denoiser_for(per_pass, w, h), callback=callback, should_stop=should_stop,
             on_decode_tile=on_decode_tile)
     else:

@@ -18,6 +18,7 @@ from .checks import check_number
 from .errors import InputError
 from .images import as_image_batch, check_pixels, to_pil
 from .sizes import MAX_SIZE, MIN_SIZE, check_size, snap
+from .settings import DEFAULT_BLOCK, DEFAULT_OVERLAP, DEFAULT_ROUTE_SCALE
 from .timing import StageTimer
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ class RoutePlan:
     scale: float
 
 
-def plan_route(width: int, height: int, *, scale: float = 4.0, work_max: int = WORK_MAX,
+def plan_route(width: int, height: int, *, scale: float = DEFAULT_ROUTE_SCALE, work_max: int = WORK_MAX,
                max_side: int = MAX_OUTPUT_SIDE) -> RoutePlan:
     """Check a requested size and decide the generation size: requests with both sides ≤ work_max are generated as
     asked (upscaling and shrinking back would only lose detail); larger ones at `working_size`, then upscaled ×scale
@@ -148,8 +149,9 @@ def _out_size(out_width: int | None, out_height: int | None, src_hw: tuple[int, 
     return (int(oh), int(ow))
 
 
-def upscale_route(image, *, scale: float = 4.0, heavy=None, heavy_ratio: float | None = None, block: int = 128,
-                  overlap: int = 32, heavy_options: dict | None = None, face_model: str | os.PathLike | None = None,
+def upscale_route(image, *, scale: float = DEFAULT_ROUTE_SCALE, heavy=None, heavy_ratio: float | None = None,
+                  block: int = DEFAULT_BLOCK, overlap: int = DEFAULT_OVERLAP, heavy_options: dict | None = None,
+                  face_model: str | os.PathLike | None = None,
                   face_fidelity: float = 1.0, out_width: int | None = None, out_height: int | None = None,
                   device: str | torch.device | None = None, on_progress: Callable[[int, int], None] | None = None,
                   should_stop: Callable[[], bool] | None = None) -> RouteResult:
@@ -167,7 +169,8 @@ def upscale_route(image, *, scale: float = 4.0, heavy=None, heavy_ratio: float |
 
 def generate_route(bundle, job: "GenerationJob | str | list[str]", *, heavy=None, heavy_ratio: float | None = None,
                    heavy_options: dict | None = None, face_model: str | os.PathLike | None = None,
-                   face_fidelity: float = 1.0, scale: float = 4.0, block: int = 128, overlap: int = 32,
+                   face_fidelity: float = 1.0, scale: float = DEFAULT_ROUTE_SCALE, block: int = DEFAULT_BLOCK,
+                   overlap: int = DEFAULT_OVERLAP,
                    work_max: int = WORK_MAX, callback=None, should_stop: Callable[[], bool] | None = None,
                    **options) -> RouteResult:
     """The full pipeline for a final size: Z-Image at the working size (`plan_route`), then — when the images are

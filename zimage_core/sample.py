@@ -1,6 +1,7 @@
 """Our own flow-match Euler loop over ZImageTransformer2DModel.
 
-Conventions (DESIGN §3): the model is called with t = 1 − σ and returns −velocity; x ← x + (σ_{i+1} − σ_i)·v.
+Conventions (those of diffusers' ZImagePipeline, so results match it): the model is called with t = 1 − σ and
+returns −velocity; x ← x + (σ_{i+1} − σ_i)·v.
 Latents here are in the *model* space ((raw − shift)·scale, see vae.py). Noise is drawn on the CPU from one
 generator per image (seed + index), so the same seed gives the same image on CPU and GPU and at any batch position.
 

@@ -17,6 +17,9 @@ MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF
 DEFAULT_SHIFT = 3.0  # Z-Image-Turbo's scheduler shift
 MAX_CAPTION_TOKENS = 1504  # the RoPE caption axis is 1536 long; captions are padded to a multiple of 32
 LONG_PROMPT_MODES = ("truncate", "interpolate", "pool", "attention_pool")
+DEFAULT_LONG_MODE = "truncate"
+DEFAULT_HIDDEN_LAYER = -2  # the second-to-last Qwen3 hidden state: what Z-Image was trained with
+DEFAULT_ROUTE_SCALE = 4.0  # the heavy upscalers are ×4 models
 STORAGE_MODES = ("auto", "fp8", "full")
 MEMORY_MODES = ("auto", "gpu", "model", "block")
 MAX_STEPS = 100
@@ -57,10 +60,11 @@ class PromptSettings(Settings):
 
 @dataclass(frozen=True)
 class EncodeSettings(Settings):
-    hidden_layer: int = opt(-2, "Which Qwen3 hidden state is the conditioning: -2 (second to last) is what Z-Image "
-                            "was trained with; other layers change the style", min=-37, max=36, advanced=True)
-    long_prompt_mode: str = opt("truncate", "What happens past max tokens: truncate (drop the tail), interpolate "
-                                "(resample the token sequence), pool (average neighbouring tokens), attention_pool "
+    hidden_layer: int = opt(DEFAULT_HIDDEN_LAYER, "Which Qwen3 hidden state is the conditioning: -2 (second to "
+                            "last) is what Z-Image was trained with; other layers change the style", min=-37, max=36,
+                            advanced=True)
+    long_prompt_mode: str = opt(DEFAULT_LONG_MODE, "What happens past max tokens: truncate (drop the tail), "
+                                "interpolate (resample the token sequence), pool (average neighbouring tokens), attention_pool "
                                 "(average, weighting distinctive tokens more)", choices=LONG_PROMPT_MODES)
     max_tokens: int = opt(MAX_CAPTION_TOKENS, f"Caption length limit in tokens (at most {MAX_CAPTION_TOKENS}, the "
                           "model's positional limit)", min=1, max=MAX_CAPTION_TOKENS, advanced=True)
@@ -118,11 +122,12 @@ def plan_sizes(width: int, height: int, passes: Sequence[HiresPass]) -> list[tup
 class RouteSettings(Settings):
     """The block-upscale route: slice → saliency → heavy or LANCZOS per block → feather stitch → faces."""
 
-    scale: float = opt(4.0, "Upscale factor of the route (the heavy models are ×4 natively)", min=0.125, max=16.0,
-                       step=0.125)
-    block: int = opt(DEFAULT_BLOCK, "Block side in pixels (128 = what the heavy upscalers see best)", min=16, max=2048, step=8)
-    overlap: int = opt(DEFAULT_OVERLAP, "Pixels shared by neighbouring blocks (smaller than the block); 32 for 128 px blocks hides "
-                       "seams", min=0, max=1024)
+    scale: float = opt(DEFAULT_ROUTE_SCALE, "Upscale factor of the route (the heavy models are ×4 natively)",
+                       min=0.125, max=16.0, step=0.125)
+    block: int = opt(DEFAULT_BLOCK, "Block side in pixels (128 = what the heavy upscalers see best)", min=16,
+                     max=2048, step=8)
+    overlap: int = opt(DEFAULT_OVERLAP, "Pixels shared by neighbouring blocks (smaller than the block); 32 for 128 px "
+                       "blocks hides seams", min=0, max=1024)
     heavy_ratio: float | None = opt(None, "Target share of blocks on the heavy path (auto: subject and detail blocks "
                                     "heavy, flat ones LANCZOS)", min=0.0, max=1.0, step=0.01, optional=True)
     face_fidelity: float = opt(1.0, "How much of a restored face to keep: 1 = GFPGAN's face, 0 = the original",

@@ -1,4 +1,4 @@
-"""Saliency-routed block upscaling (DESIGN §1 steps 2-8): the public API.
+"""Saliency-routed block upscaling (saliency → slicing → routing → heavy or LANCZOS → feather stitch): the public API.
 
     from zimage_core.blocks import upscale_chain
     result = upscale_chain(image, scale=4, heavy="models/upscale_models/4x-UltraSharp.safetensors")

@@ -68,6 +68,16 @@ def _check_stop(should_stop: StopFn | None, stage: str) -> None:
         raise Interrupted(f"Upscaling interrupted by the user before {stage}.")
 
 
+def _check_scale(scale: object) -> float:
+    try:
+        value = float(scale)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as err:
+        raise InputError(f"scale must be a number; got {scale!r}.") from err
+    if not math.isfinite(value) or value <= 0 or value > MAX_SCALE:
+        raise InputError(f"scale must be > 0 and at most {MAX_SCALE:g}; got {value}.")
+    return value
+
+
 def working_scale(scale: float) -> int:
     """Whole factor the blocks are upscaled by: the scale itself when whole, else the next whole number (≥ 1)."""
     return max(1, int(math.ceil(scale - 1e-9)))
@@ -98,12 +108,7 @@ def upscale_chain(
     device: where the chain's tensors live (default: the images'). on_progress(done, total) is called after
     every chunk of blocks; should_stop() is polled between chunks and raises errors.Interrupted.
     """
-    try:
-        scale = float(scale)
-    except (TypeError, ValueError) as err:
-        raise InputError(f"scale must be a number; got {scale!r}.") from err
-    if not math.isfinite(scale) or scale <= 0 or scale > MAX_SCALE:
-        raise InputError(f"scale must be > 0 and at most {MAX_SCALE:g}; got {scale}.")
+    scale = _check_scale(scale)
     images = as_image_batch(images)
     if device is not None:
         images = images.to(device)
@@ -127,6 +132,16 @@ def upscale_chain(
         cls = classify_blocks(blocks, sal, heavy_ratio)
 
     route = heavy_routes(len(blocks), cls.heavy, upscaler, scale)
+    image = _upscale_blocks(images, blocks, route, upscaler, work, clock, batch_size=batch_size,
+                            on_progress=on_progress, should_stop=should_stop)
+    return _result(images, image, out_size, sal, cls, route, blocks, previews, clock, upscaler)
+
+
+def _upscale_blocks(images: torch.Tensor, blocks: Blocks, route: torch.Tensor, upscaler: HeavyUpscaler | None,
+                    work: int, clock: StageTimer, *, batch_size: int, on_progress: ProgressFn | None,
+                    should_stop: StopFn | None) -> torch.Tensor:
+    """Every block ×work, stitched: the light path for all blocks in one fused pass, then the heavy blocks swapped
+    in batch by batch. The upscaler is released at the end, also on error or interrupt."""
     total, done = len(blocks), 0
 
     def progress(n: int) -> None:
@@ -147,7 +162,7 @@ def upscale_chain(
         raise
     if not route.any():
         release_upscaler(upscaler)
-        return _result(images, image, out_size, sal, cls, route, blocks, previews, clock, upscaler)
+        return image
     nchw = blocks.nchw()
     last = [clock.now()]
 
@@ -162,8 +177,7 @@ def upscale_chain(
         progress(idx.numel())
 
     upscale_heavy_route(upscaler, nchw, route, work, on_batch=blend, batch_size=batch_size, should_stop=should_stop)
-    image.clamp_(0.0, 1.0)
-    return _result(images, image, out_size, sal, cls, route, blocks, previews, clock, upscaler)
+    return image.clamp_(0.0, 1.0)
 
 
 def _result(images: torch.Tensor, image: torch.Tensor, out_size: tuple[int, int], sal: torch.Tensor,

@@ -1,4 +1,4 @@
-"""Label blocks subject / flat / detail and route them to the heavy or light upscaler (DESIGN §1 steps 4-6).
+"""Label blocks subject / flat / detail and route them to the heavy or light upscaler.
 
 Per image: T = 85th percentile of its saliency map. A block is *subject* when max(S in block) > T and
 mean(S in block) > 0.8·T; otherwise *flat* when its grayscale pixel variance (0-255 scale) is below 175; otherwise

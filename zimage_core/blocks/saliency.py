@@ -1,4 +1,4 @@
-"""Saliency map that decides where the expensive upscaler is worth spending (DESIGN §1 step 3).
+"""Saliency map that decides where the expensive upscaler is worth spending.
 
 S = 0.4·E + 0.4·L + 0.2·C with every term min-max normalised to 0-1 per image: E = Sobel gradient magnitude and
 L = |Laplacian| of the luma, C = per-pixel variance across R, G, B (colourfulness). The sum is blurred with a

@@ -1,4 +1,4 @@
-"""Cut images into overlapping square blocks that cover every pixel (DESIGN §1 step 2).
+"""Cut images into overlapping square blocks that cover every pixel.
 
 Blocks start every `stride = block − overlap` pixels; the last block on each axis is shifted inward so it ends exactly
 on the image border (it overlaps its neighbour by more than `overlap`), so no block ever reads padding and the

@@ -1,4 +1,4 @@
-"""Feather stitch: blend upscaled overlapping blocks back into one image with no seam (DESIGN §1 step 8).
+"""Feather stitch: blend upscaled overlapping blocks back into one image with no seam.
 
 Each block is weighted by a separable mask that is 1 in its interior and falls off as a Gaussian only inside the
 overlap band on sides that have a neighbour; on sides that touch the image border it stays 1, and it is > 0

@@ -1,4 +1,4 @@
-"""The two block upscalers (DESIGN §1 step 7): LANCZOS for the light path, a model for the heavy path.
+"""The two block upscalers: LANCZOS for the light path, a model for the heavy path.
 
 Light: batched PIL-geometry LANCZOS-3 (`resample.py`), all blocks of a chunk in two matrix products.
 Heavy: any upscale model file spandrel recognises (ESRGAN/RealESRGAN/4x-UltraSharp/Compact/…; also an

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 
 import torch
 
 from ..errors import InputError
 from ..images import as_image_batch
+from ..timing import StageTimer
 from .align import align_faces, template_matrix
 from .detect import DETECTORS, Face, FaceDetector, detect_faces
 from .restore import FaceRestoreError, FaceRestorer, load_gfpgan, paste_faces, soft_mask
@@ -135,26 +135,53 @@ def restore_faces(
     if not isinstance(restorer, FaceRestorer):
         raise InputError(f"restorer must be a FaceRestorer or a path to GFPGAN v1.4, got {type(restorer).__name__}.")
     batch = as_image_batch(images)
-    seconds: dict[str, float] = {}
+    timer = StageTimer(sync_cuda=batch.device.type == "cuda")
+    with timer.stage("detect"):
+        faces, detector_used, fallback = _find_faces(batch, faces, detector, min_confidence, max_faces)
+    with timer.stage("align"):
+        per_image, plan = _plan_faces(batch, faces, min_face_size, with_crops=fidelity > 0)
+    with timer.stage("restore"):
+        restored = restorer(torch.cat(plan.crops)) if plan.crops else None  # one model call for every face
+    out = batch.clone()
+    with timer.stage("paste"):
+        if restored is not None:
+            for i in range(batch.shape[0]):
+                idx = [k for k, o in enumerate(plan.owners) if o == i]
+                if idx:
+                    mats = torch.stack([plan.matrices[k] for k in idx])
+                    out[i] = paste_faces(batch[i], restored[idx], mats, strength=fidelity)
+    for im in per_image:
+        im.note = _note(im, fidelity, detector_used, min_confidence)
+    report = FaceReport(images=per_image, detector=detector_used, restorer=restorer.name, fidelity=float(fidelity),
+                        fallback_reason=fallback, seconds=timer.seconds)
+    return out, report
 
-    t = time.perf_counter()
-    fallback = None
+
+def _find_faces(batch: torch.Tensor, faces: list[list[Face]] | None, detector: str, min_confidence: float,
+                max_faces: int) -> tuple[list[list[Face]], str, str | None]:
+    """(faces per image, detector used, why a fallback detector was used): detected, or the given ones checked."""
     if faces is None:
         finder = FaceDetector(detector, min_confidence=min_confidence, max_faces=max_faces)
-        faces = finder(batch)
-        detector_used, fallback = finder.backend, finder.fallback_reason
-    else:
-        if len(faces) != batch.shape[0]:
-            raise InputError(f"faces has {len(faces)} entries for a batch of {batch.shape[0]} images.")
-        detector_used = "given"
-        faces = [list(f)[:max_faces] if max_faces else list(f) for f in faces]
-    seconds["detect"] = time.perf_counter() - t
+        return finder(batch), finder.backend, finder.fallback_reason
+    if len(faces) != batch.shape[0]:
+        raise InputError(f"faces has {len(faces)} entries for a batch of {batch.shape[0]} images.")
+    return [list(f)[:max_faces] if max_faces else list(f) for f in faces], "given", None
 
-    t = time.perf_counter()
+
+@dataclass
+class _FacePlan:
+    """Every usable face of a batch: its alignment matrix, the image it belongs to and (when restoring) its crop."""
+
+    matrices: list[torch.Tensor] = field(default_factory=list)
+    owners: list[int] = field(default_factory=list)
+    crops: list[torch.Tensor] = field(default_factory=list)
+
+
+def _plan_faces(batch: torch.Tensor, faces: list[list[Face]], min_face_size: float,
+                with_crops: bool) -> tuple[list[ImageFaces], _FacePlan]:
+    """Skip faces too small or impossible to align (saying why), align the rest to the template."""
     per_image = [ImageFaces(index=i) for i in range(batch.shape[0])]
-    matrices: list[torch.Tensor] = []
-    owners: list[int] = []
-    crops: list[torch.Tensor] = []
+    plan = _FacePlan()
     for i, found in enumerate(faces):
         usable, mats = [], []
         for face in found:
@@ -171,49 +198,24 @@ def restore_faces(
         per_image[i].restored = usable
         if usable:
             stacked = torch.stack(mats)
-            matrices.extend(stacked)
-            owners.extend([i] * len(usable))
-            if fidelity > 0:
-                crops.append(align_faces(batch[i], stacked))
-    seconds["align"] = time.perf_counter() - t
+            plan.matrices.extend(stacked)
+            plan.owners.extend([i] * len(usable))
+            if with_crops:
+                plan.crops.append(align_faces(batch[i], stacked))
+    return per_image, plan
 
-    out = batch.clone()
-    t = time.perf_counter()
-    restored = restorer(torch.cat(crops)) if crops else None  # one batched model call for all faces of all images
-    seconds["restore"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    if restored is not None:
-        for i in range(batch.shape[0]):
-            idx = [k for k, o in enumerate(owners) if o == i]
-            if idx:
-                mats = torch.stack([matrices[k] for k in idx])
-                out[i] = paste_faces(batch[i], restored[idx], mats, strength=fidelity)
-    seconds["paste"] = time.perf_counter() - t
-
-    for im in per_image:
-        skipped = f"; {len(im.skipped)} skipped ({'; '.join(why for _, why in im.skipped)})" if im.skipped else ""
-        if im.count and fidelity > 0:
-            im.note = f"{im.count} face(s) restored{skipped}"
-        elif im.count:
-            im.note = f"{im.count} face(s) found, left unchanged because fidelity is 0{skipped}"
-        elif im.skipped:
-            im.note = f"no face restored, image returned unchanged{skipped}"
-        else:
-            im.note = (
-                f"no face found (detector {detector_used}, min confidence {min_confidence:g}); image returned unchanged"
-            )
-            log.info("Face restore: image %d has no face; returned unchanged.", im.index)
-
-    report = FaceReport(
-        images=per_image,
-        detector=detector_used,
-        restorer=restorer.name,
-        fidelity=float(fidelity),
-        fallback_reason=fallback,
-        seconds=seconds,
-    )
-    return out, report
+def _note(im: ImageFaces, fidelity: float, detector_used: str, min_confidence: float) -> str:
+    """One line on what happened to one image's faces."""
+    skipped = f"; {len(im.skipped)} skipped ({'; '.join(why for _, why in im.skipped)})" if im.skipped else ""
+    if im.count and fidelity > 0:
+        return f"{im.count} face(s) restored{skipped}"
+    if im.count:
+        return f"{im.count} face(s) found, left unchanged because fidelity is 0{skipped}"
+    if im.skipped:
+        return f"no face restored, image returned unchanged{skipped}"
+    log.info("Face restore: image %d has no face; returned unchanged.", im.index)
+    return f"no face found (detector {detector_used}, min confidence {min_confidence:g}); image returned unchanged"
 
 
 def detect_only_report(images: torch.Tensor, detector: str = "auto", min_confidence: float = 0.5) -> str:

@@ -41,7 +41,7 @@ class GuidanceOptions:
     cfg_scale: float = 0.0
     cfg_normalization: float = 0.0
     cfg_truncation: float = 1.0
-    # NAG (only when CFG is off): scale 1 = off; sensible on: 2-5, τ 2.5, α 0.25
+    # NAG (only when CFG is off): scale 1 = off; on: 2-5 (NagSettings holds the values every interface starts from)
     nag_scale: float = 1.0
     nag_tau: float = 3.5
     nag_alpha: float = 0.5

@@ -100,7 +100,7 @@ def save_gguf_transformer(model_or_original_state_dict: torch.nn.Module | dict[s
                           qtype: str = "Q8_0", *, arch: str | None = "lumina2", prefix: str = "",
                           flat_pad_tokens: bool = True) -> Path:
     """A Z-Image DiT GGUF in ComfyUI-GGUF's layout (types per `dit_tensor_type`). Pad tokens are written 1-D as
-    llama-quantize does (`flat_pad_tokens=False`: (1, dim), as convert.py alone writes them)."""
+    llama-quantize does (`flat_pad_tokens=False`: (1, dim), as ComfyUI-GGUF's convert.py alone writes them)."""
     sd = model_or_original_state_dict
     if isinstance(sd, torch.nn.Module):
         sd = transformer_to_original(sd.state_dict())
