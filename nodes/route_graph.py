@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from zimage_core.job import GenerationJob
 from zimage_core.model_choice import AUTO
-from zimage_core.pipeline import plan_route
+from zimage_core.pipeline import WORK_MAX, plan_route
 from zimage_core.settings import RouteSettings
 
 GUIDANCE_NODES = {"nag": "ZImageNAG", "slg": "ZImageSLG", "dype": "ZImageDyPE", "cfg": "ZImageCFG",
@@ -31,7 +31,8 @@ class RouteGraph:
 def build_route_graph(job: GenerationJob, *, diffusion_model: str, text_encoder: str, vae: str, heavy: str = AUTO,
                       face_model: str = AUTO, loras: Sequence[tuple[str, float]] = (),
                       route: dict[str, Any] | None = None, output: str = "PreviewImage",
-                      output_widgets: dict[str, Any] | None = None, saliency_preview: bool = False) -> RouteGraph:
+                      output_widgets: dict[str, Any] | None = None, saliency_preview: bool = False,
+                      work_max: int = WORK_MAX) -> RouteGraph:
     """The full-pipeline graph for a job whose width × height is the final size (one branch per prompt; prompt i's
     images get seeds from seed + i·batch, as the headless route gives them).
 
@@ -39,11 +40,12 @@ def build_route_graph(job: GenerationJob, *, diffusion_model: str, text_encoder:
     branch: Qwen3 Encode → Z-Image Sampler (at the route's working size) → VAE Decode → [Saliency + Slicer →
     Classifier → Block Upscaler → Feather Stitch] → Face Restore → [Resize to width×height] → `output` (with
     `output_widgets`). A request that fits the working size is sampled at its own size and skips the bracketed
-    nodes. saliency_preview adds a PreviewImage of the saliency heat map (the example workflow shows it).
+    nodes. saliency_preview adds a PreviewImage of the saliency heat map (the example workflow shows it); work_max is
+    the working size's longest side (as generate_route's).
     """
     settings = RouteSettings.from_values(route or {})
     width, height = job.generation.width, job.generation.height
-    plan = plan_route(width, height, scale=settings.scale)
+    plan = plan_route(width, height, scale=settings.scale, work_max=work_max)
     gen, enc = job.generation, job.encode
     g: dict[str, dict] = {
         "loader": {"class_type": "ZImageLoader", "inputs": {

@@ -11,6 +11,7 @@ from . import vae as vae_ops
 from .encode import Conditioning, PromptEncoder
 from .images import as_image_batch
 from .models import ModelBundle
+from .offload import MemoryPlan
 from .sample import DenoiserFactory, PerImageFactory, StepCallback, StepInfo, sample
 from .settings import DEFAULT_HIDDEN_LAYER, DEFAULT_LONG_MODE, DEFAULT_SHIFT, MAX_CAPTION_TOKENS
 from .timing import StageTimer
@@ -58,6 +59,22 @@ def prompt_encoder(bundle: ModelBundle) -> PromptEncoder:
     return enc
 
 
+def load_and_encode(bundle: ModelBundle, prompts: str | list[str] | Conditioning, width: int, height: int,
+                    forwards: int, timer: StageTimer, *, hidden_layer: int, max_tokens: int,
+                    long_mode: str) -> tuple[MemoryPlan, Conditioning]:
+    """Load what is not loaded yet (timed as 'load' only then), choose the memory mode for `forwards` images at
+    width×height, and encode the prompts (given Conditioning passes through)."""
+    if all(bundle.is_loaded(p) for p in ("transformer", "text_encoder", "vae")):
+        plan = bundle.prepare(width, height, forwards=forwards)
+    else:
+        with timer.stage("load"):
+            plan = bundle.prepare(width, height, forwards=forwards)
+    with timer.stage("text_encode"):
+        cond = prompts if isinstance(prompts, Conditioning) else prompt_encoder(bundle).encode(
+            prompts, hidden_layer=hidden_layer, max_tokens=max_tokens, long_mode=long_mode)
+    return plan, cond
+
+
 def generate(
     bundle: ModelBundle,
     prompts: str | list[str] | Conditioning,
@@ -97,14 +114,8 @@ def _generate_batch(bundle: ModelBundle, prompts: str | list[str] | Conditioning
                     forwards: int) -> GenerationResult:
     """One batched pass: load (timed when it happens), encode, sample, decode."""
     timer = StageTimer(sync_cuda=bundle.device.type == "cuda")
-    if all(bundle.is_loaded(p) for p in ("transformer", "text_encoder", "vae")):
-        plan = bundle.prepare(run.width, run.height, forwards=forwards)  # the batch runs through the model together
-    else:
-        with timer.stage("load"):
-            plan = bundle.prepare(run.width, run.height, forwards=forwards)
-    with timer.stage("text_encode"):
-        cond = prompts if isinstance(prompts, Conditioning) else prompt_encoder(bundle).encode(
-            prompts, hidden_layer=run.hidden_layer, max_tokens=run.max_tokens, long_mode=run.long_mode)
+    plan, cond = load_and_encode(bundle, prompts, run.width, run.height, forwards, timer,  # one batch, one pass
+                                 hidden_layer=run.hidden_layer, max_tokens=run.max_tokens, long_mode=run.long_mode)
     with timer.stage("denoise"):
         init_latents = None
         if run.init_image is not None:
@@ -168,4 +179,4 @@ def synchronize(t: torch.Tensor) -> None:
         torch.cuda.synchronize(t.device)
 
 
-__all__ = ["DEFAULT_SHIFT", "Generation", "GenerationResult", "generate", "prompt_encoder"]
+__all__ = ["DEFAULT_SHIFT", "Generation", "GenerationResult", "generate", "load_and_encode", "prompt_encoder"]

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from . import vae as vae_ops
 from .encode import MAX_CAPTION_TOKENS, Conditioning
 from .errors import InputError
-from .generate import GenerationResult, prompt_encoder
+from .generate import GenerationResult, load_and_encode
 from .guidance.dype import DEFAULT_METHOD, DyPE, DyPEDenoiser
 from .guidance.settings import DypeSettings
 from .models import ModelBundle
@@ -146,15 +146,9 @@ def generate_hires(
     sizes = plan_sizes(width, height, plan)
     evals = [steps] + [p.steps - img2img_start(p.steps, p.strength) for p in plan]
     timer = StageTimer(sync_cuda=bundle.device.type == "cuda")
-    big_w, big_h = max(sizes, key=lambda wh: wh[0] * wh[1])
-    if all(bundle.is_loaded(p) for p in ("transformer", "text_encoder", "vae")):
-        plan_memory = bundle.prepare(big_w, big_h, forwards=images_per_prompt)  # the largest pass decides the mode
-    else:
-        with timer.stage("load"):
-            plan_memory = bundle.prepare(big_w, big_h, forwards=images_per_prompt)
-    with timer.stage("text_encode"):
-        cond = prompts if isinstance(prompts, Conditioning) else prompt_encoder(bundle).encode(
-            prompts, hidden_layer=hidden_layer, max_tokens=max_tokens, long_mode=long_mode)
+    big_w, big_h = max(sizes, key=lambda wh: wh[0] * wh[1])  # the largest pass decides the memory mode
+    plan_memory, cond = load_and_encode(bundle, prompts, big_w, big_h, images_per_prompt, timer,
+                                        hidden_layer=hidden_layer, max_tokens=max_tokens, long_mode=long_mode)
     run = _Passes(bundle.activate("transformer"), seed, bundle.shift if shift is None else shift, images_per_prompt,
                   evals, dype, make_denoiser_for, callback, should_stop, timer)
     latents = run.sample(cond, 0, width, height, steps, None, 1.0)
