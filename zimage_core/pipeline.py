@@ -96,9 +96,11 @@ def plan_route(width: int, height: int, *, scale: float = DEFAULT_ROUTE_SCALE, w
     return RoutePlan(width, height, w, h, (w, h) != (width, height), float(scale))
 
 
-def _finish(image: torch.Tensor, timer: StageTimer, notes: list[str], *, scale: float, heavy, heavy_ratio,
-            block: int, overlap: int, heavy_options: dict | None, face_model, face_fidelity: float,
-            out_size: tuple[int, int] | None, device, on_progress, should_stop) -> RouteResult:
+def _upscale_faces_resize(image: torch.Tensor, timer: StageTimer, notes: list[str], *, scale: float, heavy,
+                          heavy_ratio, block: int, overlap: int, heavy_options: dict | None, face_model,
+                          face_fidelity: float, out_size: tuple[int, int] | None, device, on_progress,
+                          should_stop) -> RouteResult:
+    """The block route, then the face step, then the resize to the requested size."""
     chain = upscale_chain(image, scale=scale, block=block, overlap=overlap, heavy=heavy, heavy_ratio=heavy_ratio,
                           heavy_options=heavy_options, device=device, previews=False, on_progress=on_progress,
                           should_stop=should_stop)
@@ -162,9 +164,10 @@ def upscale_route(image, *, scale: float = DEFAULT_ROUTE_SCALE, heavy=None, heav
     h, w = images.shape[1:3]
     check_pixels(max(1, round(w * scale)), max(1, round(h * scale)), f"the ×{scale:g} upscale of a {w}×{h} image")
     out_size = _out_size(out_width, out_height, (h, w), scale)
-    return _finish(images, StageTimer(), [], scale=scale, heavy=heavy, heavy_ratio=heavy_ratio, block=block,
-                   overlap=overlap, heavy_options=heavy_options, face_model=face_model, face_fidelity=face_fidelity,
-                   out_size=out_size, device=device, on_progress=on_progress, should_stop=should_stop)
+    return _upscale_faces_resize(images, StageTimer(), [], scale=scale, heavy=heavy, heavy_ratio=heavy_ratio,
+                                 block=block, overlap=overlap, heavy_options=heavy_options, face_model=face_model,
+                                 face_fidelity=face_fidelity, out_size=out_size, device=device,
+                                 on_progress=on_progress, should_stop=should_stop)
 
 
 def generate_route(bundle, job: "GenerationJob | str | list[str]", *, heavy=None, heavy_ratio: float | None = None,
@@ -209,10 +212,10 @@ def generate_route(bundle, job: "GenerationJob | str | list[str]", *, heavy=None
                 image = lanczos_resize(image, (height, width))
         result = RouteResult(image.clamp(0, 1), timer.report(), notes, faces=face_report)
     else:
-        result = _finish(images, timer, notes, scale=scale, heavy=heavy, heavy_ratio=heavy_ratio, block=block,
-                         overlap=overlap, heavy_options=heavy_options, face_model=face_model,
-                         face_fidelity=face_fidelity,
-                         out_size=(height, width), device=None, on_progress=None, should_stop=should_stop)
+        result = _upscale_faces_resize(images, timer, notes, scale=scale, heavy=heavy, heavy_ratio=heavy_ratio,
+                                       block=block, overlap=overlap, heavy_options=heavy_options,
+                                       face_model=face_model, face_fidelity=face_fidelity, out_size=(height, width),
+                                       device=None, on_progress=None, should_stop=should_stop)
     result.seeds = gen.seeds
     return result
 
