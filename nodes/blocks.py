@@ -1,5 +1,5 @@
-"""Block-upscaling nodes (the block route: saliency, slicing, routing, upscaling, stitching): Saliency Map, Block Slicer, Block Classifier, Block Upscaler,
-Feather Stitch, plus a LANCZOS resize for the route's final size.
+"""Block-upscaling nodes (the block route: saliency, slicing, routing, upscaling, stitching): Saliency Map, Block
+Slicer, Block Classifier, Block Upscaler, Feather Stitch, plus a LANCZOS resize for the route's final size.
 
 The blocks travel between nodes as one `ZIMAGE_BLOCKS` object (`BlockSet`): the sliced grid, the classification
 once the classifier ran, and the upscaled blocks once the upscaler ran. All math is zimage_core.blocks.

@@ -26,13 +26,15 @@ CATEGORY = "Z-Image/loaders"
 
 @dataclass(frozen=True)
 class ZImageModel:
-    """The diffusion transformer handle: the bundle, the LoRAs to activate when sampling, and the guidance the
-    guidance nodes attached (with the NAG node's own negative prompt, if it has one)."""
+    """The diffusion transformer handle: the bundle, the LoRAs to activate when sampling, the guidance the guidance
+    nodes attached (with the NAG node's own negative prompt, if it has one) and the controls of Apply Control
+    (ControlNet file, image, strength, σ window)."""
 
     bundle: ModelBundle
     loras: tuple[tuple[str, float], ...] = field(default_factory=tuple)
     guidance: GuidanceSettings = field(default_factory=GuidanceSettings)
     nag_negative: Conditioning | None = None
+    controls: tuple = ()  # control.ControlRequest per Apply Control node
 
 
 @dataclass(frozen=True)

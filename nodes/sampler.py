@@ -20,9 +20,10 @@ from zimage_core.lora import apply_loras, loaded_loras
 from zimage_core.offload import dit_activation_bytes, vae_decode_bytes
 from zimage_core.sample import StepInfo, sample
 from zimage_core.schedule import flow_sigmas, img2img_start
-from zimage_core.settings import GenerationSettings
+from zimage_core.settings import GenerationSettings, InpaintSettings
 
 from . import host
+from .control import prepare_sampling
 from .encode import COND
 from .loaders import MODEL, ZImageModel
 
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 LATENT_CHANNELS = 16  # Z-Image uses the Flux VAE (ae.safetensors): 16 latent channels
 WIDGETS = {"width": "width", "height": "height", "steps": "steps", "seed": "seed", "shift": "shift",
            "denoise": "strength", "batch_size": "batch"}  # node input -> option (ComfyUI's usual input names)
+
+
+INPAINT = {o.name: o for o in InpaintSettings.options()}
 
 
 def _options() -> dict:
@@ -74,12 +78,19 @@ class ZImageSampler:
                                              "the output size."}),
             "image": ("IMAGE", {"tooltip": "Start image for image-to-image (encoded with the Z-Image VAE; sides must "
                                            "be multiples of 16). Used when no latent is connected."}),
+            "mask": ("MASK", {"tooltip": "Inpaint mask for the start image or latent: 1 (white) = repaint, 0 = keep "
+                                         "(resized to the start's size). The kept area is restored after every "
+                                         "step; composite the decoded image onto the original with the same mask "
+                                         "to keep its pixels exactly. Use denoise 1 to repaint from scratch."}),
+            "mask_grow": INPAINT["mask_grow"].widget(),
+            "mask_feather": INPAINT["mask_feather"].widget(),
         }
         return {"required": required, "optional": optional}
 
     def sample(self, model: ZImageModel, positive: Conditioning, width: int, height: int, steps: int, seed: int,
                shift: float, denoise: float, batch_size: int = 1, negative: Conditioning | None = None,
-               latent: dict | None = None, image: torch.Tensor | None = None) -> tuple:
+               latent: dict | None = None, image: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+               mask_grow: int = 0, mask_feather: int = 0) -> tuple:
         if not isinstance(model, ZImageModel):
             raise InputError("the Z-Image Sampler runs models from the Z-Image Loader; a ComfyUI MODEL (UNETLoader, "
                              "GGUF loader) goes to KSampler — the Z-Image guidance nodes work there too.")
@@ -97,6 +108,8 @@ class ZImageSampler:
             elif denoise < 1.0:
                 log.warning("Z-Image Sampler: denoise %.2f without a latent or image; generating from noise.", denoise)
                 denoise = 1.0
+            extra = prepare_sampling(model, vae, width, height, batch_size, image if latent is None else None, mask,
+                                     mask_grow, mask_feather, has_start=init is not None)
 
             transformer = bundle.transformer
             if model.loras or loaded_loras(transformer):
@@ -111,12 +124,13 @@ class ZImageSampler:
                 progress.update(info.step, info.total, preview(info.denoised) if preview is not None else None)
 
             forwards = batch_size * (2 if options.cfg_on else 1)
-            with host.models_ready(transformer, extra_bytes=dit_activation_bytes(width, height, forwards=forwards)):
+            with host.models_ready(transformer, extra_bytes=dit_activation_bytes(width, height, forwards=forwards)), \
+                    extra.context:
                 latents = sample(transformer, positive, width=width, height=height, steps=steps, seed=seed,
                                  shift=shift, images_per_prompt=batch_size, init_latents=init,
                                  strength=denoise if init is not None else 1.0,
                                  make_denoiser=guided_denoiser(options), callback=on_step,
-                                 should_stop=host.should_stop)
+                                 should_stop=host.should_stop, inpaint_mask=extra.latent_mask)
             raw = vae_ops.to_vae_space(latents, vae)
         return ({"samples": raw.cpu()},)
 

@@ -152,10 +152,13 @@ def _choose_files(req) -> tuple[dict[str, Any], list[str]]:
 
 def _check_graph_request(req) -> None:
     """What a text-to-image graph cannot do, and LoRA names that are not in ComfyUI's folder."""
-    if req.job.hires_passes or req.job.init_image is not None:
-        field = "hires_passes" if req.job.hires_passes else "init_image"
-        raise _Refused(400, f"{field}: this route builds a text-to-image graph; hi-res passes and start images are "
-                       "offered by the headless server (zimage serve) and by graphs of the Z-Image nodes.", field)
+    given = [name for name, present in (("hires_passes", bool(req.job.hires_passes)),
+                                        ("init_image", req.job.init_image is not None),
+                                        ("control_image", req.control_image is not None)) if present]
+    if given:
+        raise _Refused(400, f"{given[0]}: this route builds a text-to-image graph; hi-res passes, start images, masks "
+                       "and control images are offered by the headless server (zimage serve) and by graphs of the "
+                       "Z-Image nodes.", given[0])
     loras = host.list_files("loras") if req.loras else []
     for name, _ in req.loras:
         if name not in loras:

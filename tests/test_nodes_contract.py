@@ -14,7 +14,8 @@ EXPECTED = {"ZImageLoader", "ZImageLoraLoader", "ZImageEncode", "ZImageSaveEmbed
             "ZImageSampler", "ZImageVAEDecode", "ZImageTiledVAEDecode", "ZImageSaliencyMap", "ZImageBlockSlicer",
             "ZImageBlockClassifier", "ZImageBlockUpscaler", "ZImageFeatherStitch", "ZImageFaceRestore",
             "ZImageFaceRestoreModelLoader", "ZImageResize", "ZImageNAG", "ZImageSLG", "ZImageDyPE", "ZImageCFG",
-            "ZImageSeedDiversity", "ZImageSchedule", "ZImageToConditioning", "ZImageFromConditioning"}
+            "ZImageSeedDiversity", "ZImageSchedule", "ZImageToConditioning", "ZImageFromConditioning",
+            "ZImageControlNetLoader", "ZImageApplyControl", "ZImageCanny"}
 PRIMITIVES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 
 

@@ -24,11 +24,14 @@ EVERY_OPTION = [*all_options(), *RouteSettings.options()]
 # node class -> {input name: option name}: the node inputs that are options of the model
 NODE_INPUTS = {
     "ZImageSampler": {"width": "width", "height": "height", "steps": "steps", "seed": "seed", "shift": "shift",
-                      "denoise": "strength", "batch_size": "batch"},
+                      "denoise": "strength", "batch_size": "batch", "mask_grow": "mask_grow",
+                      "mask_feather": "mask_feather"},
     "ZImageSchedule": {"steps": "steps", "shift": "shift", "denoise": "strength"},
     "ZImageEncode": {"hidden_layer": "hidden_layer", "long_prompt_mode": "long_prompt_mode",
                      "max_tokens": "max_tokens"},
     "ZImageBlockSlicer": {"block_size": "block", "overlap": "overlap"},
+    "ZImageApplyControl": {"scale": "control_scale", "start": "control_start", "end": "control_end"},
+    "ZImageCanny": {"low": "control_canny_low", "high": "control_canny_high"},
     "ZImageFaceRestore": {"fidelity": "face_fidelity"},
     **{node: {name[len(prefix) + 1:]: name for name in (o.name for o in EVERY_OPTION) if name.startswith(prefix + "_")}
        for node, prefix in (("ZImageNAG", "nag"), ("ZImageSLG", "slg"), ("ZImageDyPE", "dype"), ("ZImageCFG", "cfg"),
@@ -37,9 +40,9 @@ NODE_INPUTS = {
 # Options that are not node inputs, and why: the negative prompt is a second Qwen3 Encode; style and aspect are
 # presets of the front end (web/zimage_presets.js, kept equal by test_presets); hi-res passes are chained samplers in
 # a graph; weights is the loader's weight_dtype and the memory mode is ComfyUI's own manager; the route's scale and
-# heavy ratio are node widgets with whole-number / -1 = auto conventions.
+# heavy ratio are node widgets with whole-number / -1 = auto conventions; the control type is a node of its own (Canny).
 NOT_NODE_INPUTS = {"negative_prompt", "style", "aspect", "hires_upscale", "hires_resampler", "weights", "memory",
-                   "resident_blocks", "scale", "heavy_ratio"}
+                   "resident_blocks", "scale", "heavy_ratio", "control_type"}
 
 
 def _generate_parser() -> argparse.ArgumentParser:
@@ -78,7 +81,8 @@ def test_every_option_is_a_cli_flag_with_its_type_choices_and_help():
 
 # options whose edge values need another option to agree (SLG window end ≤ start, overlap < block)
 COMPANIONS = {"slg_start": {"slg_end": 0.0}, "slg_end": {"slg_start": 1.0}, "overlap": {"block": 2048},
-              "block": {"overlap": 0}}
+              "block": {"overlap": 0}, "control_start": {"control_end": 0.0}, "control_end": {"control_start": 1.0},
+              "control_canny_low": {"control_canny_high": 255}, "control_canny_high": {"control_canny_low": 0}}
 
 
 def _limits(option: Option) -> list:

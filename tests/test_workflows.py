@@ -22,7 +22,8 @@ CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 
 WF_DIR = REPO / "workflows"
 NAMES = ("text_to_image", "image_to_image", "full_pipeline", "hires_2048_dype", "upscale_existing_image",
-         "native_graph_guidance")
+         "native_graph_guidance", "controlnet_canny", "inpaint")
+CONTROLNET_FILE = "Z-Image-Turbo-Fun-Controlnet-Union-2.1.safetensors"
 ZIMAGE_FILES = {"diffusion_models": "z_image_turbo_bf16.safetensors", "text_encoders": "qwen_3_4b.safetensors",
                 "vae": "ae.safetensors"}
 
@@ -37,7 +38,8 @@ CORE = {name: {"inputs": dict(node.sockets), "outputs": [kind for _, kind in nod
 FILE_COMBOS = {("ZImageLoader", "diffusion_model"), ("ZImageLoader", "text_encoder"), ("ZImageLoader", "vae"),
                ("ZImageLoader", "diffusers_folder"), ("ZImageLoraLoader", "lora_name"),
                ("ZImageLoadEmbeddings", "embeddings"), ("ZImageBlockUpscaler", "heavy_model"),
-               ("ZImageFaceRestoreModelLoader", "model_name"), ("UNETLoader", "unet_name"),
+               ("ZImageFaceRestoreModelLoader", "model_name"), ("ZImageControlNetLoader", "controlnet_name"),
+               ("UNETLoader", "unet_name"),
                ("CLIPLoader", "clip_name"), ("VAELoader", "vae_name")}
 PRIMITIVES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 
@@ -216,11 +218,12 @@ def test_model_download_metadata_for_every_file(ui_files):
     allowed = (".safetensors", ".sft", ".ckpt", ".pth", ".pt")
     for name, wf in ui_files.items():
         for n in wf["nodes"]:
-            files = [v for v in n["widgets_values"] if isinstance(v, str) and v in ZIMAGE_FILES.values()]
+            known = {**ZIMAGE_FILES, "model_patches": CONTROLNET_FILE}
+            files = [v for v in n["widgets_values"] if isinstance(v, str) and v in known.values()]
             entries = {m["name"]: m for m in n.get("properties", {}).get("models", [])}
             assert set(files) == set(entries), f"{name} node {n['id']}: {files} vs {sorted(entries)}"
             for f, entry in entries.items():
-                assert entry["directory"] == next(d for d, v in ZIMAGE_FILES.items() if v == f)
+                assert entry["directory"] == next(d for d, v in known.items() if v == f)
         top = wf.get("models", [])
         uses_blocks = any(n["type"] == "ZImageBlockUpscaler" for n in wf["nodes"])
         assert {m["name"] for m in top} == ({"RealESRGAN_x4plus.safetensors", "GFPGANv1.4.pth"} if uses_blocks
@@ -229,7 +232,7 @@ def test_model_download_metadata_for_every_file(ui_files):
             assert entry["url"].startswith("https://huggingface.co/") and "/resolve/" in entry["url"], entry
             assert entry["name"].endswith(allowed) and entry["url"].endswith(entry["name"]), entry
             assert entry["directory"] in ("diffusion_models", "text_encoders", "vae", "upscale_models",
-                                          "facerestore_models"), entry
+                                          "facerestore_models", "model_patches"), entry
 
 
 def test_every_workflow_has_notes(ui_files):
@@ -342,11 +345,13 @@ def test_full_pipeline_is_the_route_graph(pack, api_files):
 # ------------------------------------------------------------------------------------------ run on tiny models
 TINY = {"z_image_turbo_bf16.safetensors": "z_image_turbo_tiny.safetensors",
         "qwen_3_4b.safetensors": "qwen_3_4b_tiny.safetensors", "ae.safetensors": "ae_tiny.safetensors",
-        "4x-UltraSharp.pth": "tiny_esrgan_x4.safetensors", "GFPGANv1.4.pth": "GFPGANv1.4-random.safetensors"}
+        "4x-UltraSharp.pth": "tiny_esrgan_x4.safetensors", "GFPGANv1.4.pth": "GFPGANv1.4-random.safetensors",
+        CONTROLNET_FILE: "tiny_fun_controlnet_2.1.safetensors"}
 
 
 @pytest.fixture(scope="module")
 def run_models(tmp_path_factory, tiny_dirs) -> Path:
+    from zimage_core.testing.controlnet import save_tiny_controlnet
     from zimage_core.testing.faces import save_random_gfpgan
     from zimage_core.testing.upscalers import save_tiny_esrgan
 
@@ -355,6 +360,7 @@ def run_models(tmp_path_factory, tiny_dirs) -> Path:
         (root / sub).symlink_to(tiny_dirs["comfy"] / sub, target_is_directory=True)
     save_tiny_esrgan(root / "upscale_models" / "tiny_esrgan_x4.safetensors", scale=4)
     save_random_gfpgan(root / "facerestore_models", formats=("safetensors",))
+    save_tiny_controlnet(root / "model_patches" / TINY[CONTROLNET_FILE], "2.1")
     return root
 
 
@@ -385,6 +391,17 @@ def _core_node(type_: str, inputs: dict, models: Path, saved: list):
     if type_ in ("SaveImage", "PreviewImage"):
         saved.append((type_, inputs["images"]))
         return ()
+    if type_ == "SolidMask":
+        return (torch.full((1, inputs["height"], inputs["width"]), float(inputs["value"])),)
+    if type_ == "MaskComposite":
+        assert inputs["operation"] == "add"
+        out, src, x, y = inputs["destination"].clone(), inputs["source"], inputs["x"], inputs["y"]
+        h, w = min(src.shape[1], out.shape[1] - y), min(src.shape[2], out.shape[2] - x)
+        out[:, y:y + h, x:x + w] = (out[:, y:y + h, x:x + w] + src[:, :h, :w]).clamp(0, 1)
+        return (out,)
+    if type_ == "ImageCompositeMasked":
+        m = inputs["mask"][..., None]
+        return (inputs["destination"] * (1 - m) + inputs["source"] * m,)
     raise AssertionError(f"no stand-in for {type_}")
 
 
@@ -457,11 +474,20 @@ def _combo_problems(pack, graph: dict, available: dict[str, set[str]]) -> list[s
 
 def test_every_workflow_validates_with_only_the_three_zimage_files(pack, three_files, monkeypatch):
     """Each workflow's combos are all valid on a machine with only the three Z-Image files (upscale_existing_image:
-    with no model at all), so ComfyUI runs every output node instead of dropping them."""
+    with no model at all; controlnet_canny: plus the ControlNet it is about), so ComfyUI runs every output node
+    instead of dropping them."""
+    from zimage_core.testing.controlnet import save_tiny_controlnet
     from zimage_turbo_pack.nodes import host
 
+    with_controlnet = three_files.parent / "three_plus_controlnet"
+    for sub in ("diffusion_models", "text_encoders", "vae", "tokenizer"):
+        if not (with_controlnet / sub).exists():
+            with_controlnet.mkdir(exist_ok=True)
+            (with_controlnet / sub).symlink_to((three_files / sub).resolve(), target_is_directory=True)
+    save_tiny_controlnet(with_controlnet / "model_patches" / TINY[CONTROLNET_FILE], "2.1")
     for name in NAMES:
-        folder = three_files if name != "upscale_existing_image" else three_files.parent / "empty_models"
+        folder = {"upscale_existing_image": three_files.parent / "empty_models",
+                  "controlnet_canny": with_controlnet}.get(name, three_files)
         folder.mkdir(exist_ok=True)
         monkeypatch.setenv("ZIMAGE_MODELS_DIR", str(folder))
         available = {sub: set(host.list_files(sub)) for sub in ("diffusion_models", "text_encoders", "vae",
@@ -585,3 +611,36 @@ def test_route_graph_and_python_route_run_the_same_stages_to_the_same_image(pack
     assert from_graph.shape == result.image.shape == (1, 96, 128, 3)
     # the node route stitches LANCZOS blocks one by one, the Python route fuses them (1.2e-4 measured)
     assert (from_graph - result.image).abs().max() < 5e-4
+
+
+def test_run_controlnet_canny(pack, _env):
+    graph = tiny_graph("controlnet_canny", ZImageSampler={"width": 64, "height": 64, **FAST})
+    results, saved = run_api(pack, graph, _env)
+    (img,) = _outputs(saved)
+    assert img.shape == (1, 64, 64, 3)
+    edges = next(results[i][0] for i, e in graph.items() if e["class_type"] == "ZImageCanny")
+    loaded = next(results[i][0] for i, e in graph.items() if e["class_type"] == "LoadImage")
+    assert set(edges.unique().tolist()) == {0.0, 1.0} and edges.shape == loaded.shape  # the photo's edges
+    model = next(results[i][0] for i, e in graph.items() if e["class_type"] == "ZImageApplyControl")
+    assert len(model.controls) == 1 and model.controls[0].scale == 0.75
+    # the same graph without the control gives another image: the ControlNet acted
+    plain = tiny_graph("controlnet_canny", ZImageSampler={"width": 64, "height": 64, **FAST})
+    sampler = next(k for k, e in plain.items() if e["class_type"] == "ZImageSampler")
+    plain[sampler]["inputs"]["model"] = [next(k for k, e in plain.items() if e["class_type"] == "ZImageLoader"), 0]
+    _, saved_plain = run_api(pack, plain, _env)
+    assert (img - _outputs(saved_plain)[0]).abs().max() > 1e-3
+
+
+def test_run_inpaint_keeps_the_outside_exactly(pack, _env):
+    graph = tiny_graph("inpaint", ImageScale={"width": 128, "height": 128}, ZImageSampler={"steps": 2},
+                       SolidMask={"width": 128, "height": 128}, MaskComposite={"x": 32, "y": 32})
+    hole = next(k for k, e in graph.items() if e["class_type"] == "SolidMask" and e["inputs"]["value"] == 1.0)
+    graph[hole]["inputs"].update(width=64, height=64)
+    results, saved = run_api(pack, graph, _env)
+    (img,) = _outputs(saved)
+    scaled = next(results[i][0] for i, e in graph.items() if e["class_type"] == "ImageScale")
+    outside = torch.ones(128, 128, dtype=torch.bool)
+    outside[16:112, 16:112] = False  # the 64² square plus the 16 px feather around it
+    assert img.shape == (1, 128, 128, 3)
+    assert torch.equal(img[0][outside], scaled[0][outside])  # pasted back: the original pixels
+    assert (img[0, 40:88, 40:88] - scaled[0, 40:88, 40:88]).abs().mean() > 0.02  # the square was repainted

@@ -24,52 +24,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO)]
-from litegraph import Graph, Node, all_specs, dumps  # noqa: E402
-from notes import (BLOCKS_NOTE, FACES_NOTE, FILES, MODELS_NOTE, NEGATIVE, PROMPT, SEED,  # noqa: E402
-                   sampler_note)
+from control_examples import controlnet_canny, inpaint  # noqa: E402
+from litegraph import Graph, all_specs, dumps  # noqa: E402
+from notes import BLOCKS_NOTE, FACES_NOTE, FILES, MODELS_NOTE, NEGATIVE, PROMPT, SEED, sampler_note  # noqa: E402
 from pack_import import load_pack  # noqa: E402
+from parts import (C0, C1, C2, C3, C4, C5, GROUP_COLORS, OPTIONAL_DOWNLOADS, encode_node, loader_node,  # noqa: E402
+                   workflow)
 
 from zimage_core.model_choice import AUTO  # noqa: E402
-from zimage_core.settings import EncodeSettings, RouteSettings  # noqa: E402
-
-# Official download locations (Hugging Face, so ComfyUI's front end offers a Download button for a missing file):
-# {file name: (url, models/ folder)}. The optional heavy upscaler and face model are listed at the workflow's top
-# level: the graph uses "auto", which picks them up once downloaded.
-HF = "https://huggingface.co/"
-DOWNLOADS = {
-    "z_image_turbo_bf16.safetensors": (HF + "Comfy-Org/z_image_turbo/resolve/main/split_files/diffusion_models/"
-                                       "z_image_turbo_bf16.safetensors", "diffusion_models"),
-    "qwen_3_4b.safetensors": (HF + "Comfy-Org/z_image_turbo/resolve/main/split_files/text_encoders/"
-                              "qwen_3_4b.safetensors", "text_encoders"),
-    "ae.safetensors": (HF + "Comfy-Org/z_image_turbo/resolve/main/split_files/vae/ae.safetensors", "vae"),
-    "RealESRGAN_x4plus.safetensors": (HF + "Comfy-Org/Real-ESRGAN_repackaged/resolve/main/"
-                                      "RealESRGAN_x4plus.safetensors", "upscale_models"),
-    "GFPGANv1.4.pth": (HF + "datasets/Gourieff/ReActor/resolve/main/models/facerestore_models/GFPGANv1.4.pth",
-                       "facerestore_models"),
-}
-OPTIONAL_DOWNLOADS = {"blocks": "RealESRGAN_x4plus.safetensors", "faces": "GFPGANv1.4.pth"}
-GROUP_COLORS = {"models": "#3f789e", "prompt": "#8A8", "sample": "#a1309b", "blocks": "#b58b2a",
-                "faces": "#88A", "output": "#444"}
-
-
-# ------------------------------------------------------------------------------------------------ the workflows
-C0, C1, C2, C3, C4, C5 = 0, 420, 860, 1320, 1800, 2260
-
-
-def workflow(name: str, specs) -> Graph:
-    return Graph(name, specs, DOWNLOADS)
-
-
-def _loader(g: Graph, col: int) -> Node:
-    return g.add("ZImageLoader", col, width=430, widgets={
-        "diffusion_model": FILES["diffusion_model"], "text_encoder": FILES["text_encoder"], "vae": FILES["vae"],
-        "weight_dtype": "auto"})
-
-
-def _encode(g: Graph, col: int, loader: Node, text: str, title: str) -> Node:
-    return g.add("ZImageEncode", col, links={"text_encoder": (loader, "text_encoder")}, title=title,
-                 widgets={"text": text, **EncodeSettings().values()})
-
+from zimage_core.settings import RouteSettings  # noqa: E402
 
 def text_to_image(specs) -> Graph:
     g = workflow("text_to_image", specs)
@@ -80,7 +43,7 @@ About 1.1-1.4 s per 1024² image on an H100 (bf16); the 6 B model needs ~12-14 G
 short).
 """, title="About this workflow")
     models = g.note(C0, MODELS_NOTE, title="Models")
-    loader = _loader(g, C0)
+    loader = loader_node(g, C0)
     pnote = g.note(C1, """
 ## Qwen3 Encode
 Encodes the prompt with Qwen3-4B exactly as Z-Image was trained (chat template, second-to-last hidden layer).
@@ -89,8 +52,8 @@ suffix (front-end only). Prompts beyond 1504 tokens are truncated / compressed p
 
 The second encode is the **negative** prompt: it acts through NAG in the sampler.
 """, title="Prompts")
-    pos = _encode(g, C1, loader, PROMPT, "Positive prompt")
-    neg = _encode(g, C1, loader, NEGATIVE, "Negative prompt (NAG)")
+    pos = encode_node(g, C1, loader, PROMPT, "Positive prompt")
+    neg = encode_node(g, C1, loader, NEGATIVE, "Negative prompt (NAG)")
     snote = g.note(C2, sampler_note(), title="Sampling", width=360)
     nag = g.add("ZImageNAG", C2, links={"model": (loader, "model")}, width=360)
     sampler = g.add("ZImageSampler", C2, links={"model": (nag, "model"), "positive": (pos, "conditioning"),
@@ -119,7 +82,7 @@ Load Image → Image Scale (to a multiple of 16) → Z-Image Sampler with **deno
 The sampler encodes the image with the Z-Image VAE itself (or connect a LATENT from VAE Encode to **latent**).
 """, title="About this workflow")
     models = g.note(C0, MODELS_NOTE, title="Models")
-    loader = _loader(g, C0)
+    loader = loader_node(g, C0)
     inote = g.note(C1, """
 ## Input image
 Pick any image (ComfyUI's `example.png` by default; upload with the button). **Image Scale** resizes it to
@@ -135,7 +98,7 @@ another aspect ratio.
 Describe the image you want; with denoise 0.6 the composition and colours of the input survive while the
 content follows the prompt.
 """, title="Prompt")
-    pos = _encode(g, C2, loader, "A watercolor painting of the same scene, soft washes of colour, visible paper "
+    pos = encode_node(g, C2, loader, "A watercolor painting of the same scene, soft washes of colour, visible paper "
                   "texture, loose brush strokes", "Prompt")
     snote = g.note(C3, sampler_note("""
 **denoise** sets how much of the input is replaced: 0.3-0.5 = restyle, 0.6-0.8 = reimagine, 1 = ignore the
@@ -256,12 +219,12 @@ plain RoPE by the last steps (when fine detail forms). So a single 9-step pass a
 A two-pass alternative (1024² → upscale → sampler with denoise ~0.4 at 2048²) also works: enable DyPE on the
 second sampler too. Non-square sizes are handled per axis (no stretching).
 """, title="Why DyPE", width=330)
-    loader = _loader(g, C0)
+    loader = loader_node(g, C0)
     pnote = g.note(C1, """
 ## Prompt
 Large images reward detailed prompts: describe the background and the textures, not only the subject.
 """, title="Prompt")
-    pos = _encode(g, C1, loader, "A vast alpine valley at sunrise, a turquoise lake in the foreground with a small "
+    pos = encode_node(g, C1, loader, "A vast alpine valley at sunrise, a turquoise lake in the foreground with a small "
                   "wooden cabin and a red canoe, pine forests, snow-capped peaks, mist in the valleys, crisp "
                   "detail, landscape photography", "Prompt")
     snote = g.note(C2, sampler_note("""
@@ -401,6 +364,8 @@ WORKFLOWS = {
     "hires_2048_dype": hires_2048_dype,
     "upscale_existing_image": upscale_existing_image,
     "native_graph_guidance": native_graph_guidance,
+    "controlnet_canny": controlnet_canny,
+    "inpaint": inpaint,
 }
 
 

@@ -34,6 +34,15 @@ CORE_NODES: dict[str, CoreNode] = {
                           ui_after={"image": "image"}),  # the upload button's widget value
     "SaveImage": CoreNode(sockets=(("images", "IMAGE"),), widgets=(("filename_prefix", ANY_TEXT, "ComfyUI"),)),
     "PreviewImage": CoreNode(sockets=(("images", "IMAGE"),)),
+    "SolidMask": CoreNode(outputs=(("MASK", "MASK"),), widgets=(
+        ("value", ("FLOAT", {"min": 0.0, "max": 1.0}), 1.0), ("width", ("INT", {"min": 1, "max": 16384}), 512),
+        ("height", ("INT", {"min": 1, "max": 16384}), 512))),
+    "MaskComposite": CoreNode(sockets=(("destination", "MASK"), ("source", "MASK")), outputs=(("MASK", "MASK"),),
+                              widgets=(("x", INT_16K, 0), ("y", INT_16K, 0),
+                                       ("operation", ["multiply", "add", "subtract", "and", "or", "xor"], "multiply"))),
+    "ImageCompositeMasked": CoreNode(sockets=(("destination", "IMAGE"), ("source", "IMAGE"), ("mask", "MASK")),
+                                     outputs=(("IMAGE", "IMAGE"),), widgets=(
+        ("x", INT_16K, 0), ("y", INT_16K, 0), ("resize_source", ("BOOLEAN", {}), False))),
     "UpscaleModelLoader": CoreNode(widgets=(("model_name", "FILE", "RealESRGAN_x4plus.safetensors"),),
                                    outputs=(("UPSCALE_MODEL", "UPSCALE_MODEL"),)),
     "ImageScale": CoreNode(sockets=(("image", "IMAGE"),), outputs=(("IMAGE", "IMAGE"),), widgets=(
@@ -71,6 +80,8 @@ CORE_NODES: dict[str, CoreNode] = {
 # positive, negative, latent, denoise): the API graph lists inputs in that order
 INPUT_ORDER = {"KSampler": ("model", "seed", "steps", "cfg", "sampler_name", "scheduler", "positive", "negative",
                             "latent_image", "denoise"),
-               "CLIPTextEncode": ("text", "clip"), "VAEDecode": ("samples", "vae")}
+               "CLIPTextEncode": ("text", "clip"), "VAEDecode": ("samples", "vae"),
+               "MaskComposite": ("destination", "source", "x", "y", "operation"),
+               "ImageCompositeMasked": ("destination", "source", "x", "y", "resize_source", "mask")}
 
 __all__ = ["CORE_NODES", "CoreNode", "INPUT_ORDER"]

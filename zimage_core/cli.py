@@ -19,12 +19,13 @@ from .settings import RouteSettings
 
 ALIASES = {"negative_prompt": ("--negative",)}  # short spellings users reach for first
 CONFIG_KEYS = ("prompts", "models", "tokenizer", "out", "device", "dtype", "loras", "hires_passes", "init_image",
-               "upscale", "heavy", "face_model")
+               "mask", "control_image", "control_model", "upscale", "heavy", "face_model")
 GROUP_TITLES = {"GenerationSettings": "generation", "PromptSettings": "prompt and presets",
                 "EncodeSettings": "prompt encoding", "NagSettings": "NAG (how a negative prompt acts)",
                 "SlgSettings": "skip-layer guidance", "DypeSettings": "DyPE (sizes above 1024²)",
                 "CfgSettings": "classic CFG (non-distilled checkpoints)", "DiversitySettings": "seed diversity",
-                "HiresSettings": "hi-res passes", "MemorySettings": "memory and weight storage",
+                "HiresSettings": "hi-res passes", "ControlSettings": "control (Fun ControlNet)",
+                "InpaintSettings": "inpainting (--init-image + --mask)", "MemorySettings": "memory and weight storage",
                 "RouteSettings": "block route (upscale, and generate --upscale)"}
 
 
@@ -75,7 +76,15 @@ def _add_generate(sub) -> None:
     p.add_argument("--hires", action="append", dest="hires_passes", metavar="SCALE:STEPS:STRENGTH",
                    help="a hi-res pass after the base image, e.g. 2:6:0.45 (repeatable; add --dype-method vision_yarn "
                         "for passes above 1024²)")
-    p.add_argument("--init-image", dest="init_image", help="start image for image-to-image (use with --strength < 1)")
+    p.add_argument("--init-image", dest="init_image", help="start image for image-to-image (use with --strength < 1) "
+                                                        "or for inpainting (with --mask)")
+    p.add_argument("--mask", help="inpaint mask for --init-image: white = repaint, black = keep (any image; its first "
+                                  "channel is read)")
+    p.add_argument("--control-image", dest="control_image", help="control image (an edge / depth / pose map, or any "
+                                                                 "picture with --control-type canny)")
+    p.add_argument("--control-model", dest="control_model", help="Z-Image-Turbo Fun ControlNet (Union) file, e.g. "
+                                                                 "models/model_patches/Z-Image-Turbo-Fun-Controlnet-"
+                                                                 "Union-2.1.safetensors")
     p.add_argument("--out", default=None, help="output image; the format follows the extension (.png, .jpg, .jpeg, "
                                               ".webp); several images get _00, _01, ... (default: out/zimage.png)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the GPU when there is one)")
@@ -207,7 +216,8 @@ def _job_inputs(args: argparse.Namespace, config: dict[str, Any]) -> dict[str, A
     passes = [p if isinstance(p, dict) else parse_hires(str(p)) for p in
               (args.hires_passes or _as_list(config.get("hires_passes", [])))]
     return {"prompts": prompts, "loras": loras, "hires_passes": passes,
-            "init_image": args.init_image or config.get("init_image")}
+            **{name: getattr(args, name) or config.get(name)
+               for name in ("init_image", "mask", "control_image", "control_model")}}
 
 
 def _setting(args: argparse.Namespace, config: dict[str, Any], name: str, default: Any = None) -> Any:
@@ -251,7 +261,8 @@ def cmd_generate(args: argparse.Namespace) -> dict:
     inputs = _job_inputs(args, config)
     job = GenerationJob.build(inputs["prompts"], _given(args, config, [o.name for o in all_options()]), flag,
                               loras=inputs["loras"], hires_passes=inputs["hires_passes"],
-                              init_image=inputs["init_image"])
+                              init_image=inputs["init_image"], mask=inputs["mask"],
+                              control_image=inputs["control_image"], control_model=inputs["control_model"])
     route = RouteSettings.from_values(_given(args, config, [o.name for o in RouteSettings.options()]), flag)
     out = _setting(args, config, "out", "out/zimage.png")
     check_text(out, "--out")

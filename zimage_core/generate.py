@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
 from . import vae as vae_ops
 from .encode import Conditioning, PromptEncoder
 from .images import as_image_batch
+from .control import Control, controls_applied, prepare_controls
+from .inpaint import describe as describe_inpaint
+from .inpaint import latent_mask, paste_back
 from .models import ModelBundle
 from .offload import MemoryPlan
 from .sample import DenoiserFactory, PerImageFactory, StepCallback, StepInfo, sample
@@ -47,6 +50,8 @@ class Generation:
     should_stop: Callable[[], bool] | None = None
     tiled_decode: bool | None = None
     on_decode_tile: Callable[[int, int], None] | None = None
+    mask: torch.Tensor | None = None  # (1 or B, H, W) pixels, 1 = repaint (inpaint.prepare_mask)
+    controls: tuple[Control, ...] = ()
 
 
 def prompt_encoder(bundle: ModelBundle) -> PromptEncoder:
@@ -96,12 +101,16 @@ def generate(
     tiled_decode: bool | None = None,
     batch_invariant: bool | None = None,
     on_decode_tile: Callable[[int, int], None] | None = None,
+    mask: torch.Tensor | None = None,
+    controls: Sequence[Control] = (),
 ) -> GenerationResult:
     """Generate images. `batch_invariant` (default: on for CPU) computes every image on its own, so an image is
     byte-identical whatever its position in the batch; batched kernels otherwise differ in the last float bits.
-    `on_decode_tile(done, total)` reports a tiled VAE decode's progress."""
+    `on_decode_tile(done, total)` reports a tiled VAE decode's progress. `mask` (with init_image; pixels at
+    width×height, 1 = repaint) inpaints; `controls` steer through Fun ControlNets (control.Control)."""
     run = Generation(width, height, steps, seed, shift, images_per_prompt, init_image, strength, hidden_layer,
-                     max_tokens, long_mode, make_denoiser, callback, should_stop, tiled_decode, on_decode_tile)
+                     max_tokens, long_mode, make_denoiser, callback, should_stop, tiled_decode, on_decode_tile, mask,
+                     tuple(controls))
     if batch_invariant is None:
         batch_invariant = bundle.device.type == "cpu"
     items = _batch_items(prompts, images_per_prompt)
@@ -116,18 +125,27 @@ def _generate_batch(bundle: ModelBundle, prompts: str | list[str] | Conditioning
     timer = StageTimer(sync_cuda=bundle.device.type == "cuda")
     plan, cond = load_and_encode(bundle, prompts, run.width, run.height, forwards, timer,  # one batch, one pass
                                  hidden_layer=run.hidden_layer, max_tokens=run.max_tokens, long_mode=run.long_mode)
+    notes = [plan.describe()]
     with timer.stage("denoise"):
-        init_latents = None
-        if run.init_image is not None:
-            init_latents = vae_ops.encode(bundle.activate("vae"), as_image_batch(run.init_image))
-        latents = sample(bundle.activate("transformer"), cond, width=run.width, height=run.height, steps=run.steps,
-                         seed=run.seed, shift=bundle.shift if run.shift is None else run.shift,
-                         images_per_prompt=run.images_per_prompt, init_latents=init_latents, strength=run.strength,
-                         make_denoiser=run.make_denoiser, callback=run.callback, should_stop=run.should_stop)
+        init = as_image_batch(run.init_image) if run.init_image is not None else None
+        init_latents = vae_ops.encode(bundle.activate("vae"), init) if init is not None else None
+        prepared, control_notes = prepare_controls(bundle.activate("vae"), list(run.controls), run.width, run.height,
+                                                   forwards, inpaint_image=init, repaint_mask=run.mask)
+        notes += control_notes
+        transformer = bundle.activate("transformer")
+        with controls_applied(transformer, prepared):
+            latents = sample(transformer, cond, width=run.width, height=run.height, steps=run.steps, seed=run.seed,
+                             shift=bundle.shift if run.shift is None else run.shift,
+                             images_per_prompt=run.images_per_prompt, init_latents=init_latents,
+                             strength=run.strength, make_denoiser=run.make_denoiser, callback=run.callback,
+                             should_stop=run.should_stop,
+                             inpaint_mask=latent_mask(run.mask) if run.mask is not None else None)
     with timer.stage("decode"):
         images = vae_ops.decode(bundle.activate("vae"), latents, tiled=run.tiled_decode, on_tile=run.on_decode_tile)
-    return GenerationResult(images, latents, [run.seed + i for i in range(latents.shape[0])], timer.report(),
-                            [plan.describe()])
+        if run.mask is not None:  # the kept area is the input itself, not its VAE round trip
+            images = paste_back(images, init, run.mask)
+            notes.append(describe_inpaint(run.mask))
+    return GenerationResult(images, latents, [run.seed + i for i in range(latents.shape[0])], timer.report(), notes)
 
 
 def _batch_items(prompts, images_per_prompt: int) -> list[tuple[object, int]]:
@@ -157,8 +175,13 @@ def _for_item(run: Generation, index: int, count: int, prompt_index: int) -> Gen
     if isinstance(factory, PerImageFactory):
         factory = factory.for_item(index, count)
     callback = None if run.callback is None else _offset_progress(run.callback, index, count)
+    mask = run.mask
+    if mask is not None and mask.shape[0] == count:
+        mask = mask[index:index + 1]
+    controls = tuple(replace(c, image=as_image_batch(c.image)[index:index + 1])
+                     if as_image_batch(c.image).shape[0] == count else c for c in run.controls)
     return replace(run, seed=run.seed + index, images_per_prompt=1, init_image=init, make_denoiser=factory,
-                   callback=callback)
+                   callback=callback, mask=mask, controls=controls)
 
 
 def _generate_each(bundle: ModelBundle, items: list[tuple[object, int]], run: Generation) -> GenerationResult:

@@ -21,8 +21,8 @@ from .guidance.settings import GROUPS as GUIDANCE_GROUPS
 from .guidance.settings import GuidanceSettings
 from .options import Option, Settings, Spelling
 from .presets import apply_style, aspect_size
-from .settings import (EncodeSettings, GenerationSettings, HiresPass, HiresSettings, MemorySettings, PromptSettings,
-                       parse_passes, plan_sizes)
+from .settings import (ControlSettings, EncodeSettings, GenerationSettings, HiresPass, HiresSettings, InpaintSettings,
+                       MemorySettings, PromptSettings, parse_passes, plan_sizes)
 
 if TYPE_CHECKING:
     import torch
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .generate import GenerationResult
 
 OPTION_GROUPS: tuple[type[Settings], ...] = (GenerationSettings, PromptSettings, EncodeSettings, *GUIDANCE_GROUPS,
-                                             HiresSettings, MemorySettings)
+                                             HiresSettings, ControlSettings, InpaintSettings, MemorySettings)
 # Chosen when the models load (a server chooses them at start-up), not per generation.
 MODEL_OPTION_GROUPS: tuple[type[Settings], ...] = (MemorySettings,)
 
@@ -78,9 +78,31 @@ def _readable_file(path: str | os.PathLike, what: str, option: str) -> Path:
     return path
 
 
+def _check_image_inputs(generation: GenerationSettings, passes: tuple, init_image: Any, mask: Any,
+                        control_image: Any, control_model: Path | None, spell: Spelling) -> None:
+    """How the start image, the mask, the control image and hi-res passes may be combined."""
+    if generation.strength < 1.0 and init_image is None:
+        raise InputError(f"{spell('strength')} below 1 is image-to-image: give a start image "
+                         f"({spell('init_image')}).", "strength")
+    if init_image is not None and mask is None and generation.strength >= 1.0:
+        raise InputError(f"a start image needs {spell('strength')} below 1 (at 1 it is replaced entirely by "
+                         f"noise; 0.5-0.8 keeps its layout), or a {spell('mask')} to inpaint.", "strength")
+    if mask is not None and init_image is None:
+        raise InputError(f"{spell('mask')} marks what to repaint in a start image: give {spell('init_image')} too.",
+                         "mask")
+    if (control_image is None) != (control_model is None):
+        missing = "control_model" if control_model is None else "control_image"
+        raise InputError(f"a control needs both {spell('control_image')} and {spell('control_model')} (a Fun "
+                         f"ControlNet file); {spell(missing)} is missing.", missing)
+    if passes and (init_image is not None or control_image is not None):
+        raise InputError("hi-res passes start from text: leave out the start image / control image, or the hi-res "
+                         "passes.", "hires_passes")
+
+
 @dataclass
 class GenerationJob:
-    """A checked generation request (see the module docstring). `init_image` is a file path or an image tensor."""
+    """A checked generation request (see the module docstring). Images (`init_image`, `mask` — 1 = repaint —,
+    `control_image`) are file paths or tensors; `control_model` is a Fun ControlNet file."""
 
     prompts: list[str]
     generation: GenerationSettings = field(default_factory=GenerationSettings)
@@ -89,15 +111,21 @@ class GenerationJob:
     guidance: GuidanceSettings = field(default_factory=GuidanceSettings)
     hires: HiresSettings = field(default_factory=HiresSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
+    control: ControlSettings = field(default_factory=ControlSettings)
+    inpaint: InpaintSettings = field(default_factory=InpaintSettings)
     hires_passes: tuple[HiresPass, ...] = ()
     loras: tuple[tuple[Path, float], ...] = ()
     init_image: Any = None
+    mask: Any = None
+    control_image: Any = None
+    control_model: Path | None = None
     spell: Spelling = field(default=lambda name: name, compare=False, repr=False)  # for errors found while running
 
     @classmethod
     def build(cls, prompts: Sequence[str], values: dict[str, Any] | None = None, spell: Spelling = lambda n: n, *,
               loras: Sequence[tuple[str | os.PathLike, float]] = (), hires_passes: Sequence[dict | HiresPass] = (),
-              init_image: Any = None) -> "GenerationJob":
+              init_image: Any = None, mask: Any = None, control_image: Any = None,
+              control_model: str | os.PathLike | None = None) -> "GenerationJob":
         """Check and assemble; raises InputError / ModelFileError naming the option as `spell` writes it."""
         prompts = list(prompts)
         if not prompts:
@@ -122,21 +150,19 @@ class GenerationJob:
             plan_sizes(generation.width, generation.height, passes)
         except InputError as err:
             raise InputError(str(err), "hires_passes") from None
-        if isinstance(init_image, (str, os.PathLike)):
-            init_image = _readable_file(init_image, "start image", "init_image")
-        if generation.strength < 1.0 and init_image is None:
-            raise InputError(f"{spell('strength')} below 1 is image-to-image: give a start image "
-                             f"({spell('init_image')}).", "strength")
-        if init_image is not None and generation.strength >= 1.0:
-            raise InputError(f"a start image needs {spell('strength')} below 1 (at 1 it is replaced entirely by "
-                             "noise); 0.5-0.8 keeps its layout.", "strength")
-        if init_image is not None and passes:
-            raise InputError("hi-res passes start from text; leave out the start image or the hi-res passes.",
-                             "init_image")
+        init_image, mask, control_image = (
+            _readable_file(v, what, name) if isinstance(v, (str, os.PathLike)) else v
+            for v, what, name in ((init_image, "start image", "init_image"), (mask, "mask", "mask"),
+                                  (control_image, "control image", "control_image")))
+        if control_model is not None:
+            control_model = _readable_file(control_model, "ControlNet", "control_model")
+        _check_image_inputs(generation, passes, init_image, mask, control_image, control_model, spell)
         checked_loras = tuple((_readable_file(path, "LoRA file", "loras"), float(strength)) for path, strength in loras)
         return cls(prompts, generation, prompt, EncodeSettings.from_values(values, spell),
                    GuidanceSettings.from_values(values, spell), HiresSettings.from_values(values, spell),
-                   MemorySettings.from_values(values, spell), passes, checked_loras, init_image, spell)
+                   MemorySettings.from_values(values, spell), ControlSettings.from_values(values, spell),
+                   InpaintSettings.from_values(values, spell), passes, checked_loras, init_image, mask, control_image,
+                   control_model, spell)
 
     @property
     def styled_prompts(self) -> list[str]:
@@ -157,10 +183,15 @@ class GenerationJob:
             out.update(group.values())
         out.update(self.guidance.values())
         out.update(self.hires.values())
+        out.update(self.control.values())
+        out.update(self.inpaint.values())
         out.update(self.memory.values())
         out["loras"] = [{"name": path.name, "strength": strength} for path, strength in self.loras]
         out["hires_passes"] = [p.values() for p in self.hires_passes]
         out["init_image"] = self.init_image is not None
+        out["mask"] = self.mask is not None
+        out["control_image"] = self.control_image is not None
+        out["control_model"] = self.control_model.name if self.control_model is not None else None
         return out
 
     def at_size(self, width: int, height: int) -> "GenerationJob":
@@ -168,16 +199,48 @@ class GenerationJob:
         return replace(self, generation=replace(self.generation, width=width, height=height))
 
 
-def _start_image(job: GenerationJob) -> "torch.Tensor | None":
-    """The start image as a (B, H, W, 3) batch at the job's size (LANCZOS when its size differs)."""
-    if job.init_image is None:
-        return None
-    from .blocks import lanczos_resize
+@dataclass
+class _Images:
+    """The job's images ready for the model: start image at the job's size, pixel mask, control image."""
+
+    init: "torch.Tensor | None" = None
+    mask: "torch.Tensor | None" = None
+    control: "torch.Tensor | None" = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _read(image: Any) -> "torch.Tensor":
     from .images import as_image_batch, load_image
 
-    image = load_image(job.init_image) if isinstance(job.init_image, Path) else as_image_batch(job.init_image)
-    size = (job.generation.height, job.generation.width)
-    return lanczos_resize(image, size).clamp(0, 1) if tuple(image.shape[1:3]) != size else image
+    return load_image(image) if isinstance(image, Path) else as_image_batch(image)
+
+
+def _images(job: GenerationJob) -> _Images:
+    """Read, resize and shape the job's images (before any weight loads, so a bad file costs nothing)."""
+    from .blocks import lanczos_resize
+
+    out = _Images()
+    g = job.generation
+    size = (g.height, g.width)
+    if job.init_image is not None:
+        image = _read(job.init_image)
+        out.init = lanczos_resize(image, size).clamp(0, 1) if tuple(image.shape[1:3]) != size else image
+    if job.mask is not None:
+        from .inpaint import as_mask, prepare_mask
+
+        mask = as_mask(_read(job.mask) if isinstance(job.mask, Path) else job.mask)
+        out.mask = prepare_mask(mask, g.width, g.height, grow=job.inpaint.grow, feather=job.inpaint.feather,
+                                notes=out.notes)
+    if job.control_image is not None:
+        from .controlnet import check_controlnet_file
+
+        check_controlnet_file(job.control_model)
+        out.control = _read(job.control_image)
+        if job.control.type == "canny":
+            from .preprocess import canny
+
+            out.control = canny(out.control, job.control.canny_low, job.control.canny_high)
+    return out
 
 
 def run_job(bundle: Any, job: GenerationJob, *, callback: Callable | None = None,
@@ -193,7 +256,7 @@ def run_job(bundle: Any, job: GenerationJob, *, callback: Callable | None = None
 
     timer = StageTimer(sync_cuda=bundle.device.type == "cuda")
     g, e = job.generation, job.encode
-    init = _start_image(job)
+    images = _images(job)
     if not all(bundle.is_loaded(p) for p in ("transformer", "text_encoder", "vae", "tokenizer")):
         with timer.stage("load"):
             for part in ("tokenizer", "text_encoder", "transformer", "vae"):
@@ -231,10 +294,21 @@ def run_job(bundle: Any, job: GenerationJob, *, callback: Callable | None = None
             make_denoiser_for=lambda w, h: denoiser_for(per_pass, w, h), callback=callback, should_stop=should_stop,
             on_decode_tile=on_decode_tile)
     else:
+        controls = []
+        if images.control is not None:
+            from .control import Control
+
+            c = job.control
+            with timer.stage("load"):
+                controlnet = bundle.controlnet(job.control_model)
+            controls.append(Control(controlnet, images.control, c.scale, c.start, c.end))
         result = generate(bundle, cond, width=g.width, height=g.height, steps=g.steps, seed=g.seed, shift=g.shift,
-                          images_per_prompt=g.batch, init_image=init, strength=g.strength if init is not None else 1.0,
+                          images_per_prompt=g.batch, init_image=images.init,
+                          strength=g.strength if images.init is not None else 1.0,
                           make_denoiser=denoiser_for(job.guidance, g.width, g.height), callback=callback,
-                          should_stop=should_stop, on_decode_tile=on_decode_tile)
+                          should_stop=should_stop, on_decode_tile=on_decode_tile, mask=images.mask,
+                          controls=controls)
+        result.notes = [*images.notes, *result.notes]
     timer.merge({k: v for k, v in result.timings.items() if k != "text_encode"})
     result.timings = timer.report()
     result.notes = [*result.notes, *job.guidance.describe(bool(job.prompt.negative_prompt.strip()))]

@@ -227,6 +227,21 @@ class ModelBundle:
             self.placement.activate(self._models(), name)
         return module
 
+    def controlnet(self, path: str | os.PathLike) -> torch.nn.Module:
+        """A Fun ControlNet for this bundle's transformer, in its dtype and storage; the last one used stays loaded
+        (a graph re-run does not reload it, a different file replaces it)."""
+        from .controlnet import load_controlnet_file
+
+        path = Path(path)
+        key = f"controlnet:{path.resolve()}:{path.stat().st_mtime_ns}"
+        with self._lock:
+            if key not in self._parts:
+                for old in [k for k in self._parts if k.startswith("controlnet:")]:
+                    del self._parts[old]
+                log.info("Loading ControlNet from %s", path)
+                self._parts[key] = load_controlnet_file(path, self.transformer, self.dtype, self.storage)
+            return self._parts[key]
+
     def release(self, name: str) -> None:
         """Drop one component (e.g. the text encoder after encoding) to free memory; it reloads when needed."""
         with self._lock:

@@ -111,8 +111,10 @@ def make_noise(shape: tuple[int, int, int], seeds: list[int]) -> torch.Tensor:
 
 @torch.no_grad()
 def denoise(denoiser: Denoiser, latents: torch.Tensor, sigmas: torch.Tensor, *, start: int = 0,
-            callback: StepCallback | None = None, should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
-    """Euler steps from sigmas[start] down to sigmas[-1] (= 0). Raises Interrupted between steps when asked."""
+            callback: StepCallback | None = None, should_stop: Callable[[], bool] | None = None,
+            after_step: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> torch.Tensor:
+    """Euler steps from sigmas[start] down to sigmas[-1] (= 0). Raises Interrupted between steps when asked.
+    `after_step(x, i)` may replace the latents after step i (inpainting keeps the unmasked area there)."""
     x = latents.float()
     total = len(sigmas) - 1
     for i in range(start, total):
@@ -122,6 +124,8 @@ def denoise(denoiser: Denoiser, latents: torch.Tensor, sigmas: torch.Tensor, *, 
         v = denoiser(x, sigma, i)
         denoised = x - sigma * v
         x = x + (sigma_next - sigma) * v
+        if after_step is not None:
+            x = after_step(x, i)
         if callback is not None:
             callback(StepInfo(i + 1, total, sigma_next, x, denoised))
     return x
@@ -141,6 +145,7 @@ def sample(
     strength: float = 1.0,
     sigmas: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
+    inpaint_mask: torch.Tensor | None = None,
     make_denoiser: Callable[[torch.nn.Module, Conditioning], Denoiser] | None = None,
     callback: StepCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -150,6 +155,7 @@ def sample(
     img2img: pass `init_latents` (model space, one per prompt or per output image) and strength in (0, 1]; the loop
     starts at index N − N·strength with x = σ·noise + (1 − σ)·x0. `make_denoiser(transformer, cond)` builds the
     denoiser for the repeated conditioning (guidance hooks in here); default is the plain transformer.
+    inpaint_mask: (1 or B, 1, H/8, W/8), 1 = repaint; with init_latents the rest is kept (inpaint.LatentBlend).
     """
     check_size(width, height)
     if images_per_prompt < 1:
@@ -185,5 +191,15 @@ def sample(
     else:
         latents = noise
 
+    blend = None
+    if inpaint_mask is not None:
+        from .inpaint import LatentBlend
+
+        if init_latents is None:
+            raise InputError("a mask needs the image to inpaint (init image).", "mask")
+        if tuple(inpaint_mask.shape[-2:]) != shape[1:]:
+            raise InputError(f"the latent mask is {tuple(inpaint_mask.shape[-2:])}, the latents {shape[1:]}.", "mask")
+        blend = LatentBlend(x0, noise, inpaint_mask.to(device=device, dtype=torch.float32), sigmas)
     denoiser = (make_denoiser or TransformerDenoiser)(transformer, cond)
-    return denoise(denoiser, latents, sigmas, start=start, callback=callback, should_stop=should_stop)
+    return denoise(denoiser, latents, sigmas, start=start, callback=callback, should_stop=should_stop,
+                   after_step=blend)

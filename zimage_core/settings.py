@@ -139,6 +139,48 @@ class RouteSettings(Settings):
             raise InputError(f"overlap={self.overlap} must be smaller than block={self.block}.", "overlap")
 
 
+CONTROL_TYPES = ("raw", "canny")
+
+
+@dataclass(frozen=True)
+class ControlSettings(Settings):
+    """How a control image steers the generation through a Fun ControlNet."""
+
+    PREFIX = "control"
+    scale: float = opt(0.75, "ControlNet strength (the Fun ControlNet Union cards suggest 0.65-0.9); 0 = off",
+                       min=0.0, max=2.0, step=0.05)
+    start: float = opt(1.0, "The control acts while σ ≤ this (1 = from the first step)", min=0.0, max=1.0,
+                       step=0.01)
+    end: float = opt(0.0, "The control acts while σ ≥ this (0 = to the last step; 0.3-0.5 leaves the fine detail "
+                     "free)", min=0.0, max=1.0, step=0.01)
+    type: str = opt("raw", "What the control image is: raw (a depth / pose / edge / line map made elsewhere, used as "
+                    "is) or canny (any picture; its Canny edges are computed here with OpenCV)",
+                    choices=CONTROL_TYPES)
+    canny_low: int = opt(100, "Canny: edges weaker than this are dropped", min=0, max=255, advanced=True)
+    canny_high: int = opt(200, "Canny: edges stronger than this are kept (between the two: kept when connected)",
+                          min=0, max=255, advanced=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.end > self.start:
+            raise InputError(f"control_end={self.end:g} must not exceed control_start={self.start:g} (σ window, "
+                             "1 = pure noise).", "control_end")
+        if self.canny_low > self.canny_high:
+            raise InputError(f"control_canny_low={self.canny_low} is above control_canny_high={self.canny_high}.",
+                             "control_canny_low")
+
+
+@dataclass(frozen=True)
+class InpaintSettings(Settings):
+    """How the inpaint mask (1 = repaint) is shaped before use."""
+
+    PREFIX = "mask"
+    grow: int = opt(0, "Grow the mask by this many pixels (covers a seam or a halo around the object)", min=0,
+                    max=256)
+    feather: int = opt(0, "Soften the mask edge over this many pixels (0 = a hard edge, as diffusers)", min=0,
+                       max=256)
+
+
 @dataclass(frozen=True)
 class MemorySettings(Settings):
     weights: str = opt("auto", "Weight storage: auto keeps the file's format (fp8 and GGUF stay compact), fp8 stores "
@@ -153,4 +195,4 @@ class MemorySettings(Settings):
 
 __all__ = ["DEFAULT_SHIFT", "EncodeSettings", "GenerationSettings", "HiresPass", "HiresSettings", "LATENT_RESAMPLERS",
            "LONG_PROMPT_MODES", "MAX_CAPTION_TOKENS", "MAX_SEED", "MAX_STEPS", "MEMORY_MODES", "MemorySettings",
-           "PromptSettings", "RouteSettings", "STORAGE_MODES", "UPSCALE_MODES", "parse_passes", "plan_sizes"]
+           "ControlSettings", "InpaintSettings", "PromptSettings", "RouteSettings", "STORAGE_MODES", "UPSCALE_MODES", "parse_passes", "plan_sizes"]

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from ..controlnet import CONTROL_FOLDERS
 from ..errors import InputError, Interrupted, ModelFileError, ZImageError
 from ..pipeline import generate_route, plan_route
 from .connections import DEFAULT_HEADER_TIMEOUT_S, GuardedSite, track_requests
@@ -168,7 +169,7 @@ async def handle_generate(request: web.Request) -> web.Response:
         req = parse_request(await _read_json(request, svc.limits, svc.body_timeout_s), svc.limits,
                             svc.runner.work_max)
         files = svc.runner.resolve(req)
-        req = svc.runner.resolve_loras(req)
+        req = svc.runner.resolve_job_files(req)
         job = Job(rid, (req, files), asyncio.get_running_loop().create_future())
         svc.queue.submit(job)
     except RequestError as err:
@@ -204,7 +205,7 @@ def create_app(models: str | os.PathLike | Callable[[], Any], *, queue_size: int
                timeout_s: float | None = 600.0, device: str | None = None, limits: Limits | None = None,
                route_options: dict[str, Any] | None = None, heavy_dirs: list[str | os.PathLike] | None = None,
                face_dirs: list[str | os.PathLike] | None = None, lora_dirs: list[str | os.PathLike] | None = None,
-               route: RouteFn = generate_route,
+               control_dirs: list[str | os.PathLike] | None = None, route: RouteFn = generate_route,
                preload: bool = False, tokenizer: str | os.PathLike | None = None,
                allowed_hosts: set[str] | None = LOOPBACK_NAMES, body_timeout_s: float = BODY_TIMEOUT_S,
                model_options: dict[str, Any] | None = None) -> web.Application:
@@ -214,8 +215,9 @@ def create_app(models: str | os.PathLike | Callable[[], Any], *, queue_size: int
         or a callable returning a ModelBundle (called in the worker thread).
     route_options: server-side settings passed to `generate_route` (scale, work_max, heavy_ratio, heavy_options,
         face_fidelity), e.g. a smaller working size for CPU smoke tests.
-    heavy_dirs/face_dirs/lora_dirs: the only folders request file names may come from (default
-        <models>/upscale_models, <models>/facerestore_models and <models>/loras for a folder). route: injectable for tests and alternative pipelines.
+    heavy_dirs/face_dirs/lora_dirs/control_dirs: the only folders request file names may come from (default
+        <models>/upscale_models, <models>/facerestore_models, <models>/loras and <models>/model_patches +
+        <models>/controlnet for a folder). route: injectable for tests and alternative pipelines.
     preload: load every model part at start-up (health shows busy until done) so the first request is not slow.
     allowed_hosts: Host names the API answers (default: loopback names); None answers any Host.
     body_timeout_s: a request body must arrive within this many seconds (408 otherwise).
@@ -231,6 +233,7 @@ def create_app(models: str | os.PathLike | Callable[[], Any], *, queue_size: int
         default_heavy: list[Path] = []
         default_face: list[Path] = []
         default_lora: list[Path] = []
+        default_control: list[Path] = []
     else:
         from ..models import load_models
 
@@ -239,6 +242,7 @@ def create_app(models: str | os.PathLike | Callable[[], Any], *, queue_size: int
         provider, label = (lambda: bundle), root.name
         default_heavy, default_face = [root / "upscale_models"], [root / "facerestore_models"]
         default_lora = [root / "loras"]
+        default_control = [root / folder for folder in CONTROL_FOLDERS]
         if bundle.files.layout == "comfy":  # a request may pick other files of the same folders
             model_dirs = {"diffusion_model": [root / "diffusion_models", root / "unet"],
                           "text_encoder": [root / "text_encoders", root / "clip"], "vae": [root / "vae"]}
@@ -250,7 +254,8 @@ def create_app(models: str | os.PathLike | Callable[[], Any], *, queue_size: int
         provider, route=route, route_options=options, bundle=bundle, model_dirs=model_dirs, bundle_for=bundle_for,
         heavy_dirs=[Path(p) for p in heavy_dirs] if heavy_dirs is not None else default_heavy,
         face_dirs=[Path(p) for p in face_dirs] if face_dirs is not None else default_face,
-        lora_dirs=[Path(p) for p in lora_dirs] if lora_dirs is not None else default_lora)
+        lora_dirs=[Path(p) for p in lora_dirs] if lora_dirs is not None else default_lora,
+        control_dirs=[Path(p) for p in control_dirs] if control_dirs is not None else default_control)
     plan_route(64, 64, scale=options.get("scale", 4.0), work_max=runner.work_max)  # bad options fail now
     queue = JobQueue(lambda job: runner.run(*job.payload, should_stop=job.should_stop), max_queued=queue_size,
                      on_start=runner.preload if preload else None, name="zimage-gpu")

@@ -12,6 +12,9 @@ Request (JSON object):
   loras            optional list of {"name": file name in the server's LoRA folders, "strength": number}
   hires_passes     optional list of {"scale", "steps", "strength"}: refine passes after the base image
   init_image       optional start image (base64 PNG/JPEG/WebP) for image-to-image with strength < 1
+  mask             optional inpaint mask for init_image (base64 image; white = repaint)
+  control_image    optional control image (base64) for a Fun ControlNet ...
+  control_model    ... named among the server's ControlNet files (models/model_patches, models/controlnet)
   scale, block, overlap, heavy_ratio, face_fidelity
                    the block route (used when the final size is larger than the generated one)
   heavy            optional heavy upscaler: a file/folder name resolved only inside the configured upscaler folders
@@ -39,8 +42,9 @@ from ..settings import MAX_STEPS, RouteSettings
 from ..sizes import MAX_SIZE, MIN_SIZE
 
 MODEL_FIELDS = ("diffusion_model", "text_encoder", "vae")
-FILE_FIELDS = ("heavy", "face_model", *MODEL_FIELDS)
-LIST_FIELDS = ("prompts", "loras", "hires_passes", "init_image")
+FILE_FIELDS = ("heavy", "face_model", "control_model", *MODEL_FIELDS)
+IMAGE_FIELDS = ("init_image", "mask", "control_image")
+LIST_FIELDS = ("prompts", "loras", "hires_passes", *IMAGE_FIELDS)
 SERVER_OPTIONS = tuple(o.name for group in MODEL_OPTION_GROUPS for o in group.options())
 OPTIONS = {o.name: o for o in all_options() if o.name not in SERVER_OPTIONS}
 ROUTE_OPTIONS = {o.name: o for o in RouteSettings.options()}
@@ -77,13 +81,16 @@ class RequestError(Exception):
 @dataclass
 class GenerateRequest:
     """A validated `POST /generate` body: the job (width × height = the final size) plus the files it names.
-    `loras` holds the requested names; the runner resolves them inside its LoRA folders into `job.loras`."""
+    `loras` and `control_model` hold the requested names; the runner resolves them inside its folders into the job
+    (with `control_image`)."""
 
     job: GenerationJob
     route: dict[str, Any] = field(default_factory=dict)  # the block-route options the body gives
     loras: list[tuple[str, float]] = field(default_factory=list)
+    control_image: Any = None  # decoded; joins the job with the resolved control_model
     heavy: str | None = None
     face_model: str | None = None
+    control_model: str | None = None
     diffusion_model: str | None = None
     text_encoder: str | None = None
     vae: str | None = None
@@ -211,24 +218,25 @@ def _loras(data: dict, limits: Limits) -> list[tuple[str, float]]:
     return out
 
 
-def _init_image(data: dict) -> Any:
-    value = data.get("init_image")
+def _image(data: dict, name: str) -> Any:
+    """A base64 image field decoded (with the pixel budget of every upload), or None when absent."""
+    value = data.get(name)
     if value is None:
         return None
     if not isinstance(value, str):
-        raise RequestError("init_image must be a base64 string of a PNG, JPEG or WebP image.", "init_image")
+        raise RequestError(f"{name} must be a base64 string of a PNG, JPEG or WebP image.", name)
     if value.startswith("data:"):  # a data URL: keep the payload
         value = value.partition(",")[2]
     try:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise RequestError("init_image is not valid base64.", "init_image") from None
+        raise RequestError(f"{name} is not valid base64.", name) from None
     from ..images import decode_image
 
     try:
-        return decode_image(raw, "init_image")
+        return decode_image(raw, name)
     except InputError as err:
-        raise RequestError(str(err), "init_image") from None
+        raise RequestError(str(err), name) from None
 
 
 def parse_request(data: object, limits: Limits = Limits(), work_max: int = WORK_MAX) -> GenerateRequest:
@@ -244,13 +252,23 @@ def parse_request(data: object, limits: Limits = Limits(), work_max: int = WORK_
     route = _typed(data, ROUTE_OPTIONS, limits)
     try:
         RouteSettings.from_values(route)
-        job = GenerationJob.build(prompts, values, hires_passes=hires, init_image=_init_image(data))
+        images = {name: _image(data, name) for name in IMAGE_FIELDS}
+        control_image = images.pop("control_image")  # joins the job once the runner has found control_model
+        if (control_image is None) != (_optional_name(data, "control_model") is None):
+            field_ = "control_model" if control_image is not None else "control_image"
+            raise RequestError("a control needs both control_image and control_model (a Fun ControlNet file among "
+                               f"the server's); {field_} is missing.", field_)
+        if control_image is not None and hires:
+            raise RequestError("hi-res passes start from text: leave out control_image or hires_passes.",
+                               "hires_passes")
+        job = GenerationJob.build(prompts, values, hires_passes=hires, **images)
         plan_route(job.generation.width, job.generation.height, work_max=work_max, max_side=limits.max_side)
     except InputError as err:
         raise RequestError(str(err), err.option) from None
     if job.image_count > limits.max_images:
         raise RequestError(f"prompts × batch = {job.image_count} images; the limit is {limits.max_images}.", "batch")
-    req = GenerateRequest(job, route, loras, **{name: _optional_name(data, name) for name in FILE_FIELDS})
+    req = GenerateRequest(job, route, loras, control_image=control_image,
+                          **{name: _optional_name(data, name) for name in FILE_FIELDS})
     unknown = sorted(k for k in data if k not in KNOWN_FIELDS)
     if unknown:
         req.warnings.append(f"unknown fields ignored: {', '.join(unknown)}")

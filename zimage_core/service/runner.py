@@ -29,7 +29,8 @@ class GenerationRunner:
 
     def __init__(self, provider: BundleProvider, *, route: RouteFn = generate_route,
                  route_options: dict[str, Any] | None = None, heavy_dirs: list[Path] = (),
-                 face_dirs: list[Path] = (), lora_dirs: list[Path] = (), bundle: Any = None,
+                 face_dirs: list[Path] = (), lora_dirs: list[Path] = (), control_dirs: list[Path] = (),
+                 bundle: Any = None,
                  model_dirs: dict[str, list[Path]] | None = None, bundle_for: Callable[..., Any] | None = None):
         options = dict(route_options or {})
         bad = sorted(set(options) - set(ROUTE_OPTION_KEYS))
@@ -37,6 +38,7 @@ class GenerationRunner:
             raise ValueError(f"unknown route_options {bad}; allowed: {', '.join(ROUTE_OPTION_KEYS)}.")
         self.provider, self.route, self.route_options = provider, route, options
         self.heavy_dirs, self.face_dirs, self.lora_dirs = list(heavy_dirs), list(face_dirs), list(lora_dirs)
+        self.control_dirs = list(control_dirs)
         # where request-chosen model files may come from, and how a bundle of other files is loaded
         self.model_dirs, self.bundle_for = dict(model_dirs or {}), bundle_for
         self.bundle = bundle
@@ -59,12 +61,23 @@ class GenerationRunner:
             files[name] = _resolve(value, self.model_dirs.get(name, []), name)
         return files
 
-    def resolve_loras(self, req: GenerateRequest) -> GenerateRequest:
-        """The request with its LoRA names resolved inside the LoRA folders (on the event loop: no loading)."""
-        if not req.loras:
-            return req
-        paths = tuple((_resolve(name, self.lora_dirs, "loras"), strength) for name, strength in req.loras)
-        return replace(req, job=replace(req.job, loras=paths))
+    def resolve_job_files(self, req: GenerateRequest) -> GenerateRequest:
+        """The request with its LoRA and ControlNet names resolved inside their folders, joined to the job (on the
+        event loop: headers are read, no weights)."""
+        job = req.job
+        if req.loras:
+            job = replace(job, loras=tuple((_resolve(name, self.lora_dirs, "loras"), strength)
+                                           for name, strength in req.loras))
+        if req.control_model is not None:
+            from ..controlnet import check_controlnet_file
+
+            path = _resolve(req.control_model, self.control_dirs, "control_model")
+            try:
+                check_controlnet_file(path)
+            except ModelFileError as err:
+                raise RequestError(str(err), "control_model") from None
+            job = replace(job, control_image=req.control_image, control_model=path)
+        return replace(req, job=job)
 
     def preload(self) -> None:
         bundle = self.provider()
