@@ -56,6 +56,7 @@ class ZImageVAE:
 
 
 def _preferred(names: list[str], words: tuple[str, ...]) -> str | None:
+    """The first file whose name holds the first word that any name holds (the official file names come first)."""
     for word in words:
         for n in names:
             if word in Path(n).name.lower():
@@ -94,7 +95,8 @@ class ZImageLoader:
     def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
-                "diffusion_model": _combo(host.list_files("diffusion_models"), ("z_image", "zimage", "z-image"),
+                "diffusion_model": _combo(host.list_files("diffusion_models"),
+                                          ("z_image_turbo_bf16", "z_image_turbo", "z_image", "zimage", "z-image"),
                                           "Z-Image transformer file from models/diffusion_models: bf16, fp8 or "
                                           "scaled-fp8 .safetensors, or a GGUF (Q8_0, Q6_K, Q5_K_M, Q4_K_M, …)."),
                 "text_encoder": _combo(host.list_files("text_encoders"), ("qwen_3_4b", "qwen3", "qwen"),

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from zimage_core.job import GenerationJob
 from zimage_core.model_choice import AUTO
-from zimage_core.pipeline import WORK_MAX, plan_route
+from zimage_core.pipeline import WORK_MAX, describe_route, plan_route
 from zimage_core.settings import RouteSettings
 
 GUIDANCE_NODES = {"nag": "ZImageNAG", "slg": "ZImageSLG", "dype": "ZImageDyPE", "cfg": "ZImageCFG",
@@ -26,6 +26,7 @@ class RouteGraph:
 
     nodes: dict[str, dict]
     outputs: list[str]
+    notes: list[str]  # what the route does for this request (its answer's first note)
 
 
 def build_route_graph(job: GenerationJob, *, diffusion_model: str, text_encoder: str, vae: str, heavy: str = AUTO,
@@ -91,7 +92,8 @@ def build_route_graph(job: GenerationJob, *, diffusion_model: str, text_encoder:
             last = [p + "resize", 0]
         g[p + "out"] = {"class_type": output, "inputs": {**(output_widgets or {}), "images": last}}
         outputs.append(p + "out")
-    return RouteGraph(g, outputs)
+    scale_used = min(8, max(1, math.ceil(settings.scale))) if plan.upscale else settings.scale
+    return RouteGraph(g, outputs, [describe_route(plan.work_width, plan.work_height, width, height, scale_used)])
 
 
 def add_block_route(g: dict[str, dict], p: str, image: list, heavy: str, route: RouteSettings) -> list:

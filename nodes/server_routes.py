@@ -222,7 +222,7 @@ async def handle_generate(request) -> Any:
         "image": encoded[0], "width": int(images[0].shape[2]), "height": int(images[0].shape[1]),
         "seed": req.seed, "timing_report": report, "prompt_id": prompt_id,
         "wall_seconds": round(time.perf_counter() - t_start, 4),
-        "notes": [*notes, "stages a cached node skipped are absent"], "warnings": req.warnings,
+        "notes": [*graph.notes, *notes, "stages a cached node skipped are absent"], "warnings": req.warnings,
         "options": {**{k: v for k, v in req.job.values().items() if k not in SERVER_OPTIONS}, **req.route},
     }
     if len(images) > 1:

@@ -250,5 +250,5 @@ def test_route_encodes_each_image_once_off_the_event_loop(pack, monkeypatch):
     assert response.status == 200, body
     assert calls == [False, False, False]  # three images, three encodings, none on the loop's thread
     assert body["image"] == "jpeg1" and body["images"] == ["jpeg1", "jpeg2", "jpeg3"]
-    assert body["notes"][:2] == ["heavy: x", "faces: skipped"]
+    assert body["notes"][:3] == ["generated at 64×64 as requested; no upscaling needed", "heavy: x", "faces: skipped"]
     assert (body["width"], body["height"]) == (24, 16)

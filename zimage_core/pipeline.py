@@ -77,6 +77,16 @@ class RoutePlan:
     scale: float
 
 
+def describe_route(gen_width: int, gen_height: int, width: int, height: int, scale: float) -> str:
+    """What the route did for a request, as its answer's first note."""
+    if (gen_width, gen_height) == (width, height):
+        return f"generated at {gen_width}×{gen_height} as requested; no upscaling needed"
+    if gen_width >= width and gen_height >= height:
+        return f"generated at {gen_width}×{gen_height} (hi-res passes), resized to {width}×{height}"
+    return (f"generated at {gen_width}×{gen_height}, upscaled ×{scale:g} through the block route, resized to "
+            f"{width}×{height}")
+
+
 def plan_route(width: int, height: int, *, scale: float = DEFAULT_ROUTE_SCALE, work_max: int = WORK_MAX,
                max_side: int = MAX_OUTPUT_SIDE) -> RoutePlan:
     """Check a requested size and decide the generation size: requests with both sides ≤ work_max are generated as
@@ -195,14 +205,7 @@ def generate_route(bundle, job: "GenerationJob | str | list[str]", *, heavy=None
     timer.merge(gen.timings)
     images = gen.images
     gen_h, gen_w = int(images.shape[1]), int(images.shape[2])
-    if (gen_w, gen_h) == (width, height):
-        notes = [f"generated at {gen_w}×{gen_h} as requested; no upscaling needed"]
-    elif gen_w >= width and gen_h >= height:
-        notes = [f"generated at {gen_w}×{gen_h} (hi-res passes), resized to {width}×{height}"]
-    else:
-        notes = [f"generated at {gen_w}×{gen_h}, upscaled ×{scale:g} through the block route, resized to "
-                 f"{width}×{height}"]
-    notes += gen.notes
+    notes = [describe_route(gen_w, gen_h, width, height, scale), *gen.notes]
     if gen_w >= width and gen_h >= height:
         if heavy is not None:
             notes.append("heavy upscaler not used: no upscaling was needed")

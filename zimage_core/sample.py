@@ -17,7 +17,7 @@ from typing import Callable, Protocol, runtime_checkable
 import torch
 
 from .encode import Conditioning
-from .errors import InputError, Interrupted
+from .errors import InputError, Interrupted, ModelFileError
 from .fp8 import compute_dtype
 from .offload import execution_device
 from .schedule import DEFAULT_SHIFT, flow_sigmas, img2img_start
@@ -89,8 +89,8 @@ def check_conditioning(cond: Conditioning, transformer: torch.nn.Module, what: s
 
     width = int(transformer.config.cap_feat_dim)
     for i, e in enumerate(cond.embeds):
-        if e.ndim != 2 or e.shape[-1] != width:
-            raise InputError(
+        if e.ndim != 2 or e.shape[-1] != width:  # the files do not belong together: a model-file problem
+            raise ModelFileError(
                 f"{what} embedding {i} has shape {tuple(e.shape)}, but this Z-Image transformer expects "
                 f"(tokens, {width}). Were the embeddings made by another text encoder (Z-Image-Turbo needs Qwen3-4B, "
                 "qwen_3_4b.safetensors) or saved from another model?")
