@@ -1,6 +1,6 @@
 """Control and inpaint nodes: Z-Image ControlNet Loader (Z-Image-Turbo Fun ControlNet Union files from
 models/model_patches or models/controlnet), Z-Image Apply Control (attaches a control image to the Z-Image model, like
-the guidance nodes attach guidance; chain several) and Z-Image Canny (edge maps with OpenCV). The Z-Image Sampler
+the guidance nodes attach guidance; chain several) and Z-Image Canny (edge maps). The Z-Image Sampler
 runs the controls and takes an inpaint mask (`prepare_sampling`)."""
 
 from __future__ import annotations
@@ -117,8 +117,8 @@ class ZImageApplyControl:
 
 
 class ZImageCanny:
-    DESCRIPTION = ("Canny edge map (OpenCV) of an image: white edges on black, the input of a Fun ControlNet's canny "
-                   "mode. Needs OpenCV (opencv-python-headless).")
+    DESCRIPTION = ("Canny edge map of an image: white edges on black, the input of a Fun ControlNet's canny mode "
+                   "(OpenCV's algorithm in torch: no OpenCV needed).")
     CATEGORY = CATEGORY
     FUNCTION = "edges"
     RETURN_TYPES = ("IMAGE",)

@@ -200,3 +200,20 @@ def test_http_control_and_inpaint(tiny_dirs, tmp_path):
                             ({"init_image": png(picture(4)), "mask": "not base64!"}, "mask")):
             status, out = post(srv.url, {**base, **body})
             assert status == 400 and out["field"] == field, (body.keys(), out)
+
+
+def test_canny_agrees_with_opencv():
+    cv2 = pytest.importorskip("cv2")
+    from pathlib import Path
+
+    from zimage_core.images import load_image
+    from zimage_core.preprocess import canny
+
+    image = load_image(Path(__file__).resolve().parents[1] / "examples" / "astronaut.png")
+    gray = cv2.cvtColor((image[0].numpy() * 255).round().astype(np.uint8), cv2.COLOR_RGB2GRAY)
+    for low, high in ((100, 200), (20, 60)):
+        ours = canny(image, low, high)[0, ..., 0].numpy()
+        assert set(np.unique(ours)) <= {0.0, 1.0}
+        agree = float((ours == cv2.Canny(gray, low, high) / 255.0).mean())
+        print(f"canny {low}/{high}: {agree:.4%} of pixels as cv2.Canny")
+        assert agree > 0.995

@@ -27,7 +27,7 @@ The composition follows the edges of the input; the prompt decides what fills th
     loader = loader_node(g, C0)
     cnote = g.note(C1, """
 ## Control image
-**Z-Image Canny** turns any picture into white edges on black (OpenCV; low/high thresholds). Depth, pose, line or
+**Z-Image Canny** turns any picture into white edges on black (low/high thresholds). Depth, pose, line or
 gray maps made by a preprocessor pack connect straight to Apply Control instead.
 
 **Apply Control**: *scale* 0.65-0.9 as the model cards suggest; *start/end* limit it to a σ window (end 0.3-0.5

@@ -154,7 +154,7 @@ class ControlSettings(Settings):
     end: float = opt(0.0, "The control acts while σ ≥ this (0 = to the last step; 0.3-0.5 leaves the fine detail "
                      "free)", min=0.0, max=1.0, step=0.01)
     type: str = opt("raw", "What the control image is: raw (a depth / pose / edge / line map made elsewhere, used as "
-                    "is) or canny (any picture; its Canny edges are computed here with OpenCV)",
+                    "is) or canny (any picture; its Canny edges are computed here)",
                     choices=CONTROL_TYPES)
     canny_low: int = opt(100, "Canny: edges weaker than this are dropped", min=0, max=255, advanced=True)
     canny_high: int = opt(200, "Canny: edges stronger than this are kept (between the two: kept when connected)",
