@@ -52,6 +52,10 @@ class Generation:
     on_decode_tile: Callable[[int, int], None] | None = None
     mask: torch.Tensor | None = None  # (1 or B, H, W) pixels, 1 = repaint (inpaint.prepare_mask)
     controls: tuple[Control, ...] = ()
+    seeds: tuple[int, ...] | None = None  # one per image instead of seed + i
+
+    def image_seeds(self, count: int) -> list[int]:
+        return list(self.seeds) if self.seeds is not None else [self.seed + i for i in range(count)]
 
 
 def prompt_encoder(bundle: ModelBundle) -> PromptEncoder:
@@ -103,14 +107,16 @@ def generate(
     on_decode_tile: Callable[[int, int], None] | None = None,
     mask: torch.Tensor | None = None,
     controls: Sequence[Control] = (),
+    seeds: Sequence[int] | None = None,
 ) -> GenerationResult:
     """Generate images. `batch_invariant` (default: on for CPU) computes every image on its own, so an image is
     byte-identical whatever its position in the batch; batched kernels otherwise differ in the last float bits.
     `on_decode_tile(done, total)` reports a tiled VAE decode's progress. `mask` (with init_image; pixels at
-    width×height, 1 = repaint) inpaints; `controls` steer through Fun ControlNets (control.Control)."""
+    width×height, 1 = repaint) inpaints; `controls` steer through Fun ControlNets (control.Control); `seeds`
+    gives every image its own seed (default seed + i)."""
     run = Generation(width, height, steps, seed, shift, images_per_prompt, init_image, strength, hidden_layer,
                      max_tokens, long_mode, make_denoiser, callback, should_stop, tiled_decode, on_decode_tile, mask,
-                     tuple(controls))
+                     tuple(controls), tuple(seeds) if seeds is not None else None)
     if batch_invariant is None:
         batch_invariant = bundle.device.type == "cpu"
     items = _batch_items(prompts, images_per_prompt)
@@ -138,14 +144,14 @@ def _generate_batch(bundle: ModelBundle, prompts: str | list[str] | Conditioning
                              shift=bundle.shift if run.shift is None else run.shift,
                              images_per_prompt=run.images_per_prompt, init_latents=init_latents,
                              strength=run.strength, make_denoiser=run.make_denoiser, callback=run.callback,
-                             should_stop=run.should_stop,
+                             should_stop=run.should_stop, seeds=run.seeds and list(run.seeds),
                              inpaint_mask=latent_mask(run.mask) if run.mask is not None else None)
     with timer.stage("decode"):
         images = vae_ops.decode(bundle.activate("vae"), latents, tiled=run.tiled_decode, on_tile=run.on_decode_tile)
         if run.mask is not None:  # the kept area is the input itself, not its VAE round trip
             images = paste_back(images, init, run.mask)
             notes.append(describe_inpaint(run.mask))
-    return GenerationResult(images, latents, [run.seed + i for i in range(latents.shape[0])], timer.report(), notes)
+    return GenerationResult(images, latents, run.image_seeds(latents.shape[0]), timer.report(), notes)
 
 
 def _batch_items(prompts, images_per_prompt: int) -> list[tuple[object, int]]:
@@ -180,8 +186,8 @@ def _for_item(run: Generation, index: int, count: int, prompt_index: int) -> Gen
         mask = mask[index:index + 1]
     controls = tuple(replace(c, image=as_image_batch(c.image)[index:index + 1])
                      if as_image_batch(c.image).shape[0] == count else c for c in run.controls)
-    return replace(run, seed=run.seed + index, images_per_prompt=1, init_image=init, make_denoiser=factory,
-                   callback=callback, mask=mask, controls=controls)
+    return replace(run, seed=run.image_seeds(count)[index], seeds=None, images_per_prompt=1, init_image=init,
+                   make_denoiser=factory, callback=callback, mask=mask, controls=controls)
 
 
 def _generate_each(bundle: ModelBundle, items: list[tuple[object, int]], run: Generation) -> GenerationResult:
@@ -193,7 +199,7 @@ def _generate_each(bundle: ModelBundle, items: list[tuple[object, int]], run: Ge
     for r in results:
         timer.merge(r.timings)
     return GenerationResult(torch.cat([r.images for r in results]), torch.cat([r.latents for r in results]),
-                            [run.seed + i for i in range(n)], timer.report(), list(results[0].notes))
+                            run.image_seeds(n), timer.report(), list(results[0].notes))
 
 
 def synchronize(t: torch.Tensor) -> None:

@@ -245,10 +245,12 @@ def _images(job: GenerationJob) -> _Images:
 
 def run_job(bundle: Any, job: GenerationJob, *, callback: Callable | None = None,
             should_stop: Callable[[], bool] | None = None,
-            on_decode_tile: Callable[[int, int], None] | None = None) -> "GenerationResult":
+            on_decode_tile: Callable[[int, int], None] | None = None,
+            seeds: Sequence[int] | None = None) -> "GenerationResult":
     """Run a job on a ModelBundle: start image, model loading (timed as 'load' when it happens), encoding with the
     style applied, LoRAs, guidance, hi-res passes. `callback` sees every denoising step, `on_decode_tile` a tiled
-    decode's tiles. Returns the GenerationResult (a HiresResult with hi-res passes)."""
+    decode's tiles; `seeds` gives each image its own seed (requests batched together). Returns the GenerationResult
+    (a HiresResult with hi-res passes)."""
     from .generate import generate, prompt_encoder
     from .guidance import guided_denoiser
     from .lora import LoraSpec, apply_loras, loaded_loras
@@ -307,7 +309,7 @@ def run_job(bundle: Any, job: GenerationJob, *, callback: Callable | None = None
                           strength=g.strength if images.init is not None else 1.0,
                           make_denoiser=denoiser_for(job.guidance, g.width, g.height), callback=callback,
                           should_stop=should_stop, on_decode_tile=on_decode_tile, mask=images.mask,
-                          controls=controls)
+                          controls=controls, seeds=seeds)
         result.notes = [*images.notes, *result.notes]
     timer.merge({k: v for k, v in result.timings.items() if k != "text_encode"})
     result.timings = timer.report()

@@ -146,6 +146,7 @@ def sample(
     sigmas: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
     inpaint_mask: torch.Tensor | None = None,
+    seeds: list[int] | None = None,
     make_denoiser: Callable[[torch.nn.Module, Conditioning], Denoiser] | None = None,
     callback: StepCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -156,6 +157,7 @@ def sample(
     starts at index N − N·strength with x = σ·noise + (1 − σ)·x0. `make_denoiser(transformer, cond)` builds the
     denoiser for the repeated conditioning (guidance hooks in here); default is the plain transformer.
     inpaint_mask: (1 or B, 1, H/8, W/8), 1 = repaint; with init_latents the rest is kept (inpaint.LatentBlend).
+    seeds: one per output image instead of seed + i (requests batched together keep their own seeds).
     """
     check_size(width, height)
     if images_per_prompt < 1:
@@ -167,8 +169,10 @@ def sample(
     batch = len(cond)
     device = execution_device(transformer)
     shape = (LATENT_CHANNELS, height // VAE_SCALE, width // VAE_SCALE)
+    if seeds is not None and len(seeds) != batch:
+        raise InputError(f"{len(seeds)} seeds for {batch} images.")
     if noise is None:
-        noise = make_noise(shape, [seed + i for i in range(batch)])
+        noise = make_noise(shape, list(seeds) if seeds is not None else [seed + i for i in range(batch)])
     elif tuple(noise.shape) != (batch, *shape):
         raise InputError(f"noise has shape {tuple(noise.shape)}, expected {(batch, *shape)}.")
     noise = noise.to(device)
