@@ -20,7 +20,8 @@ FILE_COMBOS = {
     ("ZImageLoader", "diffusion_model"), ("ZImageLoader", "text_encoder"), ("ZImageLoader", "vae"),
     ("ZImageLoader", "diffusers_folder"), ("ZImageLoraLoader", "lora_name"), ("ZImageLoadEmbeddings", "embeddings"),
     ("ZImageBlockUpscaler", "heavy_model"), ("ZImageFaceRestoreModelLoader", "model_name"),
-    ("ZImageControlNetLoader", "controlnet_name"), ("LoadImage", "image"), ("UpscaleModelLoader", "model_name"), ("UNETLoader", "unet_name"),
+    ("ZImageControlNetLoader", "controlnet_name"), ("LoadImage", "image"), ("UpscaleModelLoader", "model_name"),
+    ("UNETLoader", "unet_name"),
     ("CLIPLoader", "clip_name"), ("VAELoader", "vae_name"),
 }
 

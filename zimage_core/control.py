@@ -87,7 +87,8 @@ def _batched(t: torch.Tensor, batch: int, what: str) -> torch.Tensor:
     raise InputError(f"{what} has {t.shape[0]} images for a batch of {batch}; give one, or one per image.")
 
 
-def prepare_controls(vae, controls: list[Control], width: int, height: int, batch: int, *, inpaint_image: torch.Tensor | None = None,
+def prepare_controls(vae, controls: list[Control], width: int, height: int, batch: int, *,
+                     inpaint_image: torch.Tensor | None = None,
                      repaint_mask: torch.Tensor | None = None) -> tuple[list[PreparedControl], list[str]]:
     """Encode every control's context at width×height for `batch` images (notes say what was resized).
     inpaint_image / repaint_mask (pixels, 1 = repaint): the 2.x inpaint channels."""

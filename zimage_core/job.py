@@ -10,6 +10,7 @@ read `--nag-scale` on the command line and `nag_scale` over HTTP.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -243,6 +244,27 @@ def _images(job: GenerationJob) -> _Images:
     return out
 
 
+def batch_key(job: GenerationJob) -> str | None:
+    """Jobs with equal keys differ only in prompts and seeds, so they can share one generation batch; None for a job
+    that runs alone (start image, mask, control, hi-res passes, or seed diversity, which is seeded per batch)."""
+    if (job.init_image is not None or job.mask is not None or job.control_image is not None or job.hires_passes
+            or job.guidance.diversity.strength > 0):
+        return None
+    values = {k: v for k, v in job.values().items() if k != "seed"}
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+def merge_jobs(jobs: Sequence[GenerationJob]) -> tuple[GenerationJob, list[int] | None]:
+    """One job generating every image of `jobs` (equal batch keys) in order, and each image's seed (None for a single
+    job: its own seeds)."""
+    if len(jobs) == 1:
+        return jobs[0], None
+    prompts = [p for job in jobs for p in job.prompts for _ in range(job.generation.batch)]
+    seeds = [job.generation.seed + i for job in jobs for i in range(job.image_count)]
+    merged = replace(jobs[0], prompts=prompts, generation=replace(jobs[0].generation, batch=1))
+    return merged, seeds
+
+
 def run_job(bundle: Any, job: GenerationJob, *, callback: Callable | None = None,
             should_stop: Callable[[], bool] | None = None,
             on_decode_tile: Callable[[int, int], None] | None = None,
@@ -317,5 +339,5 @@ def run_job(bundle: Any, job: GenerationJob, *, callback: Callable | None = None
     return result
 
 
-__all__ = ["GenerationJob", "MODEL_OPTION_GROUPS", "OPTION_GROUPS", "all_options", "parse_hires", "parse_lora",
-           "run_job"]
+__all__ = ["GenerationJob", "MODEL_OPTION_GROUPS", "OPTION_GROUPS", "all_options", "batch_key", "merge_jobs",
+           "parse_hires", "parse_lora", "run_job"]

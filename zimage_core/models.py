@@ -102,7 +102,8 @@ def find_tokenizer(models_dir: Path | None, explicit: str | os.PathLike | None =
     spec = importlib.util.find_spec("comfy")  # locates ComfyUI's files without importing it
     if spec is not None and spec.submodule_search_locations:
         for loc in spec.submodule_search_locations:
-            candidates += [Path(loc) / "text_encoders" / "qwen25_tokenizer", Path(loc) / "text_encoders" / "qwen3_tokenizer"]
+            candidates += [Path(loc) / "text_encoders" / "qwen25_tokenizer",
+                           Path(loc) / "text_encoders" / "qwen3_tokenizer"]
     for cand in candidates:
         if (cand / "tokenizer.json").is_file() or (cand / "vocab.json").is_file():
             return cand

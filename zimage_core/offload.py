@@ -196,9 +196,9 @@ def execution_device(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
-__all__ = ["HOST_MANAGED", "MEMORY_MODES", "MemoryPlan", "Need", "block_footprint", "block_offloaded", "choose_mode", "execution_device",
-           "disable_block_offload", "dit_activation_bytes", "enable_block_offload", "estimate", "vae_decode_bytes",
-           "weight_bytes"]
+__all__ = ["HOST_MANAGED", "MEMORY_MODES", "MemoryPlan", "Need", "block_footprint", "block_offloaded", "choose_mode",
+           "execution_device", "disable_block_offload", "dit_activation_bytes", "enable_block_offload", "estimate",
+           "vae_decode_bytes", "weight_bytes"]
 
 
 # ------------------------------------------------------------------------------------------------ placement

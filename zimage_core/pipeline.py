@@ -183,44 +183,74 @@ def upscale_route(image, *, scale: float = DEFAULT_ROUTE_SCALE, heavy=None, heav
 def generate_route(bundle, job: "GenerationJob | str | list[str]", *, heavy=None, heavy_ratio: float | None = None,
                    heavy_options: dict | None = None, face_model: str | os.PathLike | None = None,
                    face_fidelity: float = 1.0, scale: float = DEFAULT_ROUTE_SCALE, block: int = DEFAULT_BLOCK,
-                   overlap: int = DEFAULT_OVERLAP,
-                   work_max: int = WORK_MAX, callback=None, should_stop: Callable[[], bool] | None = None,
-                   **options) -> RouteResult:
+                   overlap: int = DEFAULT_OVERLAP, work_max: int = WORK_MAX, callback=None,
+                   should_stop: Callable[[], bool] | None = None, **options) -> RouteResult:
     """The full pipeline for a final size: Z-Image at the working size (`plan_route`), then — when the images are
     still smaller than asked — the block route ×scale, then faces and a resize to the requested size.
 
     job: a GenerationJob whose width × height is the final size, or prompts plus option values, e.g.
     `generate_route(bundle, "a cat", width=1536, height=1024, nag_scale=4.0, negative_prompt="blurry")`. Hi-res
     passes start from the working size; when they reach the requested size the block route is skipped."""
-    from .job import GenerationJob, run_job
+    from .job import GenerationJob
 
     if not isinstance(job, GenerationJob):
         job = GenerationJob.build([job] if isinstance(job, str) else list(job), options)
     elif options:
         raise TypeError(f"options {sorted(options)} given with a GenerationJob; set them on the job.")
-    width, height = job.generation.width, job.generation.height
+    return generate_routes(bundle, [job], heavy=heavy, heavy_ratio=heavy_ratio, heavy_options=heavy_options,
+                           face_model=face_model, face_fidelity=face_fidelity, scale=scale, block=block,
+                           overlap=overlap, work_max=work_max, callback=callback, should_stop=should_stop)[0]
+
+
+def generate_routes(bundle, jobs: "list[GenerationJob]", *, heavy=None, heavy_ratio: float | None = None,
+                    heavy_options: dict | None = None, face_model: str | os.PathLike | None = None,
+                    face_fidelity: float = 1.0, scale: float = DEFAULT_ROUTE_SCALE, block: int = DEFAULT_BLOCK,
+                    overlap: int = DEFAULT_OVERLAP, work_max: int = WORK_MAX, callback=None,
+                    should_stop: Callable[[], bool] | None = None) -> list[RouteResult]:
+    """`generate_route` for several jobs that differ only in prompts and seeds (job.batch_key equal): one generation
+    batch through the model, each image with its own job's seed (so it equals the job run alone), then each job's
+    images through the rest of the route. The generation stages' seconds are the batch's, in every report."""
+    from .job import merge_jobs, run_job
+
+    first = jobs[0]
+    width, height = first.generation.width, first.generation.height
     plan = plan_route(width, height, scale=scale, work_max=work_max)
-    timer = StageTimer()
-    gen = run_job(bundle, job.at_size(plan.work_width, plan.work_height), callback=callback, should_stop=should_stop)
-    timer.merge(gen.timings)
-    images = gen.images
+    merged, seeds = merge_jobs([j.at_size(plan.work_width, plan.work_height) for j in jobs])
+    gen = run_job(bundle, merged, callback=callback, should_stop=should_stop, seeds=seeds)
+    results, start = [], 0
+    for job in jobs:
+        count = job.image_count
+        timer = StageTimer()
+        timer.merge(gen.timings)
+        images = gen.images[start:start + count]
+        result = _finish_route(images, timer, list(gen.notes), width, height, scale=scale, heavy=heavy,
+                               heavy_ratio=heavy_ratio, block=block, overlap=overlap, heavy_options=heavy_options,
+                               face_model=face_model, face_fidelity=face_fidelity, should_stop=should_stop)
+        result.seeds = list(gen.seeds[start:start + count])
+        results.append(result)
+        start += count
+    return results
+
+
+def _finish_route(images: torch.Tensor, timer: StageTimer, gen_notes: list[str], width: int, height: int, *,
+                  scale: float, heavy, heavy_ratio, block: int, overlap: int, heavy_options: dict | None, face_model,
+                  face_fidelity: float, should_stop) -> RouteResult:
+    """Generated images → the requested size: faces (and a resize) when they are already large enough, else the
+    block route, faces and the resize."""
     gen_h, gen_w = int(images.shape[1]), int(images.shape[2])
-    notes = [describe_route(gen_w, gen_h, width, height, scale), *gen.notes]
-    if gen_w >= width and gen_h >= height:
-        if heavy is not None:
-            notes.append("heavy upscaler not used: no upscaling was needed")
-        image, face_report = _faces(images, images, face_model, face_fidelity, timer, notes)
-        if (gen_w, gen_h) != (width, height):
-            with timer.stage("resize"):
-                image = lanczos_resize(image, (height, width))
-        result = RouteResult(image.clamp(0, 1), timer.report(), notes, faces=face_report)
-    else:
-        result = _upscale_faces_resize(images, timer, notes, scale=scale, heavy=heavy, heavy_ratio=heavy_ratio,
-                                       block=block, overlap=overlap, heavy_options=heavy_options,
-                                       face_model=face_model, face_fidelity=face_fidelity, out_size=(height, width),
-                                       device=None, on_progress=None, should_stop=should_stop)
-    result.seeds = gen.seeds
-    return result
+    notes = [describe_route(gen_w, gen_h, width, height, scale), *gen_notes]
+    if gen_w < width or gen_h < height:
+        return _upscale_faces_resize(images, timer, notes, scale=scale, heavy=heavy, heavy_ratio=heavy_ratio,
+                                     block=block, overlap=overlap, heavy_options=heavy_options,
+                                     face_model=face_model, face_fidelity=face_fidelity, out_size=(height, width),
+                                     device=None, on_progress=None, should_stop=should_stop)
+    if heavy is not None:
+        notes.append("heavy upscaler not used: no upscaling was needed")
+    image, face_report = _faces(images, images, face_model, face_fidelity, timer, notes)
+    if (gen_w, gen_h) != (width, height):
+        with timer.stage("resize"):
+            image = lanczos_resize(image, (height, width))
+    return RouteResult(image.clamp(0, 1), timer.report(), notes, faces=face_report)
 
 
 def encode_jpeg_base64(image: torch.Tensor, index: int = 0, quality: int = 92) -> str:

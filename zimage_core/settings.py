@@ -64,7 +64,8 @@ class EncodeSettings(Settings):
                             "last) is what Z-Image was trained with; other layers change the style", min=-37, max=36,
                             advanced=True)
     long_prompt_mode: str = opt(DEFAULT_LONG_MODE, "What happens past max tokens: truncate (drop the tail), "
-                                "interpolate (resample the token sequence), pool (average neighbouring tokens), attention_pool "
+                                "interpolate (resample the token sequence), pool (average neighbouring tokens), "
+                                "attention_pool "
                                 "(average, weighting distinctive tokens more)", choices=LONG_PROMPT_MODES)
     max_tokens: int = opt(MAX_CAPTION_TOKENS, f"Caption length limit in tokens (at most {MAX_CAPTION_TOKENS}, the "
                           "model's positional limit)", min=1, max=MAX_CAPTION_TOKENS, advanced=True)
@@ -195,4 +196,5 @@ class MemorySettings(Settings):
 
 __all__ = ["DEFAULT_SHIFT", "EncodeSettings", "GenerationSettings", "HiresPass", "HiresSettings", "LATENT_RESAMPLERS",
            "LONG_PROMPT_MODES", "MAX_CAPTION_TOKENS", "MAX_SEED", "MAX_STEPS", "MEMORY_MODES", "MemorySettings",
-           "ControlSettings", "InpaintSettings", "PromptSettings", "RouteSettings", "STORAGE_MODES", "UPSCALE_MODES", "parse_passes", "plan_sizes"]
+           "ControlSettings", "InpaintSettings", "PromptSettings", "RouteSettings", "STORAGE_MODES", "UPSCALE_MODES",
+           "parse_passes", "plan_sizes"]

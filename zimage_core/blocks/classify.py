@@ -85,7 +85,8 @@ def block_statistics(blocks: Blocks, saliency: torch.Tensor) -> dict[str, torch.
 def classify_blocks(blocks: Blocks, saliency: torch.Tensor, heavy_ratio: float | None = None) -> Classification:
     """Label every block and choose its route; heavy_ratio (0-1) None keeps the natural routing."""
     if heavy_ratio is not None and not (0.0 <= float(heavy_ratio) <= 1.0):
-        raise InputError(f"heavy_ratio must be between 0 and 1 (fraction of blocks on the heavy path); got {heavy_ratio}.")
+        raise InputError(f"heavy_ratio must be between 0 and 1 (fraction of blocks on the heavy path); got "
+                         f"{heavy_ratio}.")
     st = block_statistics(blocks, saliency)
     t_per_block = st["threshold"][blocks.positions[:, 0].to(st["threshold"].device)]
     subject = (st["max"] > t_per_block) & (st["mean"] > SUBJECT_MEAN_FACTOR * t_per_block)
@@ -156,5 +157,6 @@ def classification_preview(images: torch.Tensor, blocks: Blocks, result: Classif
 
 
 __all__ = ["Classification", "classify_blocks", "enforce_heavy_ratio", "classification_preview",
-           "block_statistics", "percentile", "CLASS_NAMES", "CLASS_COLORS", "ROUTE_NAMES", "ROUTE_COLORS", "SUBJECT", "FLAT",
+           "block_statistics", "percentile", "CLASS_NAMES", "CLASS_COLORS", "ROUTE_NAMES", "ROUTE_COLORS", "SUBJECT",
+           "FLAT",
            "DETAIL", "SUBJECT_PERCENTILE", "SUBJECT_MEAN_FACTOR", "FLAT_VARIANCE"]

@@ -132,7 +132,8 @@ _RAMP = (
 
 
 def saliency_heatmap(saliency: torch.Tensor) -> torch.Tensor:
-    """Colour preview of a saliency map: (B,H,W) or (H,W) in 0-1 → (B,H,W,3) IMAGE (dark = ignored, bright = salient)."""
+    """Colour preview of a saliency map: (B,H,W) or (H,W) in 0-1 → (B,H,W,3) IMAGE (dark = ignored, bright =
+    salient)."""
     s = saliency if saliency.ndim == 3 else saliency[None]
     s = torch.nan_to_num(s.float(), nan=0.0).clamp(0.0, 1.0)
     stops = torch.tensor([p for p, _ in _RAMP], device=s.device)

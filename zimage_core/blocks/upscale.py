@@ -253,7 +253,8 @@ def load_heavy_upscaler(spec, *, device: torch.device | str | None = None, **opt
 
         if isinstance(spec, (ImageModelDescriptor, MaskedImageModelDescriptor)):
             return SpandrelUpscaler(spec, device=device)
-    if callable(spec) and isinstance(getattr(spec, "scale", None), int) and isinstance(getattr(spec, "name", None), str):
+    if (callable(spec) and isinstance(getattr(spec, "scale", None), int)
+            and isinstance(getattr(spec, "name", None), str)):
         return spec
     raise InputError(
         f"heavy must be an upscale model file, a diffusers SD x4 upscaler folder or a loaded upscale model; "

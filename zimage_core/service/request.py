@@ -180,9 +180,9 @@ def _option_values(data: dict, limits: Limits) -> dict[str, Any]:
     """The generation options the body gives (the model options are refused: the server chose them)."""
     given = sorted(name for name in SERVER_OPTIONS if name in data)
     if given:
-        raise RequestError(f"{', '.join(given)}: chosen when the server starts (zimage serve --weights / --memory / "
-                           "--resident-blocks; in ComfyUI, its --lowvram / --novram and the loader's weight_dtype), not "
-                           "per request.", given[0])
+        raise RequestError(f"{', '.join(given)}: chosen when the server starts (zimage serve --weights / --memory "
+                           "/ --resident-blocks; in ComfyUI, its --lowvram / --novram and the loader's weight_dtype), "
+                           "not per request.", given[0])
     values = _typed(data, OPTIONS, limits)
     if values.get("negative_prompt", "x").strip() == "":
         values.pop("negative_prompt")  # blank or whitespace-only = none (a " " must not turn guidance on)

@@ -164,7 +164,8 @@ def save_tiny_models(out_dir: str | Path, layout: str = "comfy", *, tokenizer_so
         tiny_tokenizer(out / "tokenizer", tokenizer_source)
         (out / "model_index.json").write_text(json.dumps({
             "_class_name": "ZImagePipeline", "_diffusers_version": "0.42.1",
-            "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"], "text_encoder": ["transformers", "Qwen3Model"],
+            "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+            "text_encoder": ["transformers", "Qwen3Model"],
             "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
             "transformer": ["diffusers", "ZImageTransformer2DModel"], "vae": ["diffusers", "AutoencoderKL"],
         }, indent=1))
