@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, ZImageError
+from .errors import InputError, MissingDependencyError, ZImageError
 from .settings import RouteSettings
 
 ALIASES = {"negative_prompt": ("--negative",)}  # short spellings users reach for first
@@ -147,6 +147,11 @@ def _add_serve(sub) -> None:
                    help="extra Host name the API answers (repeatable; loopback names are always allowed on loopback)")
     p.add_argument("--max-connections", type=int, default=None,
                    help="open connections at most (default: half the file-descriptor limit, at most 256)")
+    ray = p.add_argument_group("Ray Serve (pip install -e \".[ray]\"): replicas, batching, back-pressure")
+    ray.add_argument("--ray", action="store_true", help="serve on a local Ray: model replicas behind one ingress")
+    ray.add_argument("--replicas", type=int, default=1, help="model replicas (one GPU each on a GPU machine)")
+    ray.add_argument("--batch", type=int, default=4, help="requests a replica may generate in one batch")
+    ray.add_argument("--batch-wait", type=float, default=0.05, help="seconds a replica waits to fill a batch")
     _add_option_flags(p, (MemorySettings,))
 
 
@@ -357,14 +362,25 @@ def cmd_serve(args: argparse.Namespace) -> dict:
     memory = MemorySettings.from_values(_given(args, {}, [o.name for o in MemorySettings.options()]), flag)
     _check_folder(args.models, "--models")
     from .checks import check_device
-    from .service.app import serve
 
     check_device(args.device, "--device")
+    model_options = {"storage": memory.weights, "memory": memory.memory, "resident_blocks": memory.resident_blocks}
+    if args.ray:
+        try:
+            from .service.ray_serve import serve_with_ray
+        except ImportError as err:
+            raise MissingDependencyError(f"--ray needs Ray Serve ({err}): pip install -e \".[ray]\".") from None
+        serve_with_ray(args.models, host=args.host, port=args.port, replicas=args.replicas,
+                       max_batch_size=args.batch, batch_wait_s=args.batch_wait, max_queued=args.queue,
+                       timeout_s=args.timeout or 600.0, device=args.device, tokenizer=args.tokenizer,
+                       model_options=model_options)
+        return {"stopped": True}
+    from .service.app import serve
+
     serve(args.models, host=args.host, port=args.port, queue_size=args.queue, device=args.device,
           timeout_s=args.timeout or None, max_body=args.max_body, preload=args.preload, tokenizer=args.tokenizer,
           allow_hosts=args.allow_host, max_connections=args.max_connections,
-          model_options={"storage": memory.weights, "memory": memory.memory,
-                         "resident_blocks": memory.resident_blocks})
+          model_options=model_options)
     return {"stopped": True}
 
 

@@ -26,19 +26,17 @@ import re
 import signal
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..controlnet import CONTROL_FOLDERS
-from ..errors import InputError, Interrupted, ModelFileError, ZImageError
 from ..pipeline import generate_route, plan_route
+from .answers import job_failure, redact
 from .connections import DEFAULT_HEADER_TIMEOUT_S, GuardedSite, track_requests
 from .jobs import Job, JobQueue, QueueFull, ShuttingDown
 from .request import Limits, RequestError, parse_request
-from .runner import GenerationRunner, RouteFn
+from .runner import GenerationRunner, RouteFn, build_runner
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +44,6 @@ LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 BODY_TIMEOUT_S = 30.0
 KEEPALIVE_S = 15.0
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_ABS_PATH = re.compile(r"(?:(?<=^)|(?<=[\s'\"(=,:;]))(?:[A-Za-z]:\\|/)[^\s'\",;()]*")
-
-
-def redact(text: str) -> str:
-    """Replace absolute paths in a client-facing message by their last component (server paths stay private)."""
-    def last(m: re.Match) -> str:
-        parts = [p for p in re.split(r"[\\/]", m.group(0).rstrip(".")) if p]
-        return (parts[-1] + ("." if m.group(0).endswith(".") else "")) if parts else "<path>"
-    return _ABS_PATH.sub(last, text)
 
 
 @dataclass
@@ -148,18 +137,8 @@ async def _read_json(request: web.Request, limits: Limits, body_timeout_s: float
 
 def _job_error(err: BaseException, rid: str) -> web.Response:
     """The answer for a job that failed (full detail goes to the server log, a redacted line to the client)."""
-    if isinstance(err, RequestError):
-        return _error(err.status, err.message, err.field, rid)
-    if isinstance(err, (Interrupted, ShuttingDown)):
-        return _error(503, f"the job was stopped: {err}", None, rid, {"Retry-After": "1"})
-    if isinstance(err, ModelFileError):  # the server's own model files are at fault, not the request
-        log.error("request %s: %s", rid, err)
-        return _error(500, f"server model files: {err}", None, rid)
-    if isinstance(err, ZImageError):
-        log.info("request %s: %s", rid, err)
-        return _error(400, str(err), err.option if isinstance(err, InputError) else None, rid)
-    log.error("request %s failed", rid, exc_info=err)
-    return _error(500, f"internal error ({type(err).__name__}): {err}", None, rid)
+    status, message, field, headers = job_failure(err, rid)
+    return _error(status, message, field, rid, headers)
 
 
 async def handle_generate(request: web.Request) -> web.Response:
@@ -227,35 +206,9 @@ def create_app(models: str | os.PathLike | Callable[[], Any], *, queue_size: int
         raise ValueError(f"timeout_s must be positive or None; got {timeout_s}.")
     limits = limits or Limits(max_body=max_body)
     options = dict(route_options or {})
-    bundle, model_dirs, bundle_for = None, {}, None
-    if callable(models):
-        provider, label = models, getattr(models, "__name__", "provider")
-        default_heavy: list[Path] = []
-        default_face: list[Path] = []
-        default_lora: list[Path] = []
-        default_control: list[Path] = []
-    else:
-        from ..models import load_models
-
-        root = Path(models).expanduser()
-        bundle = load_models(root, device=device, tokenizer=tokenizer, **(model_options or {}))  # fails now if wrong
-        provider, label = (lambda: bundle), root.name
-        default_heavy, default_face = [root / "upscale_models"], [root / "facerestore_models"]
-        default_lora = [root / "loras"]
-        default_control = [root / folder for folder in CONTROL_FOLDERS]
-        if bundle.files.layout == "comfy":  # a request may pick other files of the same folders
-            model_dirs = {"diffusion_model": [root / "diffusion_models", root / "unet"],
-                          "text_encoder": [root / "text_encoders", root / "clip"], "vae": [root / "vae"]}
-
-            def bundle_for(diffusion_model=None, text_encoder=None, vae=None):
-                return load_models(root, transformer=diffusion_model, text_encoder=text_encoder, vae=vae,
-                                   device=device, tokenizer=tokenizer, **(model_options or {}))
-    runner = GenerationRunner(
-        provider, route=route, route_options=options, bundle=bundle, model_dirs=model_dirs, bundle_for=bundle_for,
-        heavy_dirs=[Path(p) for p in heavy_dirs] if heavy_dirs is not None else default_heavy,
-        face_dirs=[Path(p) for p in face_dirs] if face_dirs is not None else default_face,
-        lora_dirs=[Path(p) for p in lora_dirs] if lora_dirs is not None else default_lora,
-        control_dirs=[Path(p) for p in control_dirs] if control_dirs is not None else default_control)
+    runner, label = build_runner(models, device=device, tokenizer=tokenizer, model_options=model_options,
+                                 route_options=options, route=route, heavy_dirs=heavy_dirs, face_dirs=face_dirs,
+                                 lora_dirs=lora_dirs, control_dirs=control_dirs)
     plan_route(64, 64, scale=options.get("scale", 4.0), work_max=runner.work_max)  # bad options fail now
     queue = JobQueue(lambda job: runner.run(*job.payload, should_stop=job.should_stop), max_queued=queue_size,
                      on_start=runner.preload if preload else None, name="zimage-gpu")

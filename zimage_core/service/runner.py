@@ -8,12 +8,16 @@ route and encodes the answer, which echoes the effective options.
 from __future__ import annotations
 
 import collections
+import json
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+from ..controlnet import CONTROL_FOLDERS
 from ..errors import Interrupted, ModelFileError, ZImageError
-from ..pipeline import RouteResult, encode_jpeg_base64, generate_route
+from ..job import batch_key
+from ..pipeline import RouteResult, encode_jpeg_base64, generate_route, generate_routes
 from ..weights import resolve_inside
 from .request import MODEL_FIELDS, SERVER_OPTIONS, GenerateRequest, RequestError
 
@@ -122,28 +126,115 @@ class GenerationRunner:
                 raise RequestError(f"could not load face model '{req.face_model}': {err}", "face_model") from err
         return kwargs
 
-    def run(self, req: GenerateRequest, files: dict[str, Path | None], should_stop: Callable[[], bool]
-            ) -> dict[str, Any]:
-        if should_stop():
-            raise Interrupted("cancelled before it started.")
+    def _setup(self, req: GenerateRequest, files: dict[str, Path | None]) -> tuple[Any, dict[str, Any]]:
+        """The bundle the request's files name and the route's keyword arguments (server options, then the
+        request's, with its heavy upscaler and face model loaded)."""
         chosen = {name: files.get(name) for name in MODEL_FIELDS if files.get(name) is not None}
         bundle = self.bundle_for(**chosen) if chosen else self.provider()
         self.bundle = bundle
         kwargs = {k: v for k, v in self.route_options.items() if k != "heavy_options"}
         kwargs.update(self._load_extras(req, files, getattr(bundle, "device", None)))
         kwargs.update(req.route)
-        result = self.route(bundle, req.job, should_stop=should_stop, **kwargs)
-        images = [encode_jpeg_base64(result.image, i) for i in range(result.image.shape[0])]
-        seeds = list(result.seeds) or [req.seed + i for i in range(len(images))]
-        payload: dict[str, Any] = {"image": images[0], "width": int(result.image.shape[2]),
-                                   "height": int(result.image.shape[1]), "seed": req.seed,
-                                   "timing_report": {k: round(float(v), 6) for k, v in result.timings.items()},
-                                   "notes": list(result.notes),
-                                   "options": {**{k: v for k, v in req.job.values().items() if k not in SERVER_OPTIONS},
-                                               **req.route}}
-        if len(images) > 1:
-            payload["images"], payload["seeds"] = images, seeds
-        return payload
+        return bundle, kwargs
+
+    def run(self, req: GenerateRequest, files: dict[str, Path | None], should_stop: Callable[[], bool]
+            ) -> dict[str, Any]:
+        if should_stop():
+            raise Interrupted("cancelled before it started.")
+        bundle, kwargs = self._setup(req, files)
+        return _answer(req, self.route(bundle, req.job, should_stop=should_stop, **kwargs))
+
+    def batch_key(self, req: GenerateRequest, files: dict[str, Path | None]) -> str | None:
+        """Requests with equal keys can share one generation batch: their jobs differ only in prompts and seeds and
+        they name the same files and route options (None: the request runs alone)."""
+        key = batch_key(req.job)
+        if key is None or self.route is not generate_route:
+            return None
+        return json.dumps([key, req.route, {k: str(v) for k, v in files.items()}], sort_keys=True)
+
+    def run_batch(self, items: list[tuple[GenerateRequest, dict[str, Path | None]]],
+                  should_stop: Callable[[], bool] = lambda: False) -> list[dict[str, Any] | BaseException]:
+        """Answers for requests a replica received together, in order: those with equal batch keys are generated in
+        one batch (generate_routes, each with its own seed), the others alone. Every answer says its batch size; a
+        failure is returned in its request's place."""
+        groups: dict[Any, list[int]] = {}
+        for i, (req, files) in enumerate(items):
+            key = self.batch_key(req, files)
+            groups.setdefault(key if key is not None else ("alone", i), []).append(i)
+        answers: list[dict[str, Any] | BaseException] = [RuntimeError("not run")] * len(items)
+        for members in groups.values():
+            group = [items[i] for i in members]
+            try:
+                if should_stop():
+                    raise Interrupted("cancelled before it started.")
+                bundle, kwargs = self._setup(*group[0])
+                results = generate_routes(bundle, [req.job for req, _ in group], should_stop=should_stop, **kwargs)
+                group_answers: list = [_answer(req, result) for (req, _), result in zip(group, results)]
+            except Exception as err:  # noqa: BLE001 - each request of the group gets the failure as its answer
+                group_answers = [err] * len(group)
+            for i, answer in zip(members, group_answers):
+                if isinstance(answer, dict):
+                    answer["batch_size"] = len(group)
+                answers[i] = answer
+        return answers
+
+
+def _answer(req: GenerateRequest, result: RouteResult) -> dict[str, Any]:
+    """The JSON answer of one request: its images (base64 JPEG), size, seeds, stages, notes and effective options."""
+    images = [encode_jpeg_base64(result.image, i) for i in range(result.image.shape[0])]
+    seeds = list(result.seeds) or [req.seed + i for i in range(len(images))]
+    payload: dict[str, Any] = {"image": images[0], "width": int(result.image.shape[2]),
+                               "height": int(result.image.shape[1]), "seed": req.seed,
+                               "timing_report": {k: round(float(v), 6) for k, v in result.timings.items()},
+                               "notes": list(result.notes),
+                               "options": {**{k: v for k, v in req.job.values().items() if k not in SERVER_OPTIONS},
+                                           **req.route}}
+    if len(images) > 1:
+        payload["images"], payload["seeds"] = images, seeds
+    return payload
+
+
+def build_runner(models: str | os.PathLike | Callable[[], Any], *, device: str | None = None,
+                 tokenizer: str | os.PathLike | None = None, model_options: dict[str, Any] | None = None,
+                 route_options: dict[str, Any] | None = None, route: RouteFn = generate_route,
+                 heavy_dirs: list[str | os.PathLike] | None = None, face_dirs: list[str | os.PathLike] | None = None,
+                 lora_dirs: list[str | os.PathLike] | None = None,
+                 control_dirs: list[str | os.PathLike] | None = None) -> tuple[GenerationRunner, str]:
+    """The runner for a models folder (files checked now, weights on the first job; a request may pick other files
+    of a ComfyUI-layout folder) or a bundle provider, with the folders request file names may come from (default:
+    the folder's upscale_models, facerestore_models, loras, model_patches and controlnet), and a label for /health
+    (the folder's name, never its path)."""
+    options = dict(route_options or {})
+    bundle, model_dirs, bundle_for = None, {}, None
+    if callable(models):
+        provider, label = models, getattr(models, "__name__", "provider")
+        default_heavy: list[Path] = []
+        default_face: list[Path] = []
+        default_lora: list[Path] = []
+        default_control: list[Path] = []
+    else:
+        from ..models import load_models
+
+        root = Path(models).expanduser()
+        bundle = load_models(root, device=device, tokenizer=tokenizer, **(model_options or {}))  # fails now if wrong
+        provider, label = (lambda: bundle), root.name
+        default_heavy, default_face = [root / "upscale_models"], [root / "facerestore_models"]
+        default_lora = [root / "loras"]
+        default_control = [root / folder for folder in CONTROL_FOLDERS]
+        if bundle.files.layout == "comfy":  # a request may pick other files of the same folders
+            model_dirs = {"diffusion_model": [root / "diffusion_models", root / "unet"],
+                          "text_encoder": [root / "text_encoders", root / "clip"], "vae": [root / "vae"]}
+
+            def bundle_for(diffusion_model=None, text_encoder=None, vae=None):
+                return load_models(root, transformer=diffusion_model, text_encoder=text_encoder, vae=vae,
+                                   device=device, tokenizer=tokenizer, **(model_options or {}))
+    runner = GenerationRunner(
+        provider, route=route, route_options=options, bundle=bundle, model_dirs=model_dirs, bundle_for=bundle_for,
+        heavy_dirs=[Path(p) for p in heavy_dirs] if heavy_dirs is not None else default_heavy,
+        face_dirs=[Path(p) for p in face_dirs] if face_dirs is not None else default_face,
+        lora_dirs=[Path(p) for p in lora_dirs] if lora_dirs is not None else default_lora,
+        control_dirs=[Path(p) for p in control_dirs] if control_dirs is not None else default_control)
+    return runner, label
 
 
 def _resolve(name: str | None, roots: list[Path], what: str) -> Path | None:
@@ -155,4 +246,4 @@ def _resolve(name: str | None, roots: list[Path], what: str) -> Path | None:
         raise RequestError(str(err), what) from None
 
 
-__all__ = ["GenerationRunner", "LOADED_PARTS", "ROUTE_OPTION_KEYS"]
+__all__ = ["GenerationRunner", "LOADED_PARTS", "ROUTE_OPTION_KEYS", "build_runner"]

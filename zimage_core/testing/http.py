@@ -61,3 +61,20 @@ class BackgroundServer:
 
 
 __all__ = ["BackgroundServer"]
+
+
+def file_gated_route(bundle, job, *, should_stop, gate: str, **kwargs):
+    """The real route, held until the file `gate` exists: a slow server whose slowness a test controls (across
+    processes, e.g. Ray replicas), instead of racing the clock."""
+    import time
+    from pathlib import Path
+
+    from ..errors import Interrupted
+    from ..pipeline import generate_route
+
+    while not Path(gate).exists():
+        if should_stop():
+            raise Interrupted("stopped while held at the gate.")
+        time.sleep(0.02)
+    return generate_route(bundle, job, should_stop=should_stop, **kwargs)
+
