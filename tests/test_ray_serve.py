@@ -33,6 +33,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def cluster():
+    import os
+
+    # Ray's processes start slowly on a busy 2-core machine: give its proxy more than the default 5 s to come up
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "120")
+    os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "60")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     port = free_port()
@@ -88,10 +93,10 @@ def _outstanding(url: str) -> int:
     return json.loads(urllib.request.urlopen(url + "/health", timeout=30).read())["outstanding"]
 
 
-def _wait_until(condition, what: str) -> None:
+def _wait_until(condition, what, describe=lambda: "") -> None:
     deadline = time.monotonic() + WAIT_S
     while not condition():
-        assert time.monotonic() < deadline, what
+        assert time.monotonic() < deadline, f"{what} {describe()}"
         time.sleep(0.05)
 
 
@@ -118,7 +123,9 @@ def test_back_pressure_and_a_replica_killed_mid_request(cluster, tiny_dirs, tmp_
     capacity = 2 * 2 + 1  # replicas × max ongoing (2 × batch size) + queued
     with ThreadPoolExecutor(capacity) as pool:
         held = [pool.submit(post, cluster, body(300 + i)) for i in range(capacity)]
-        _wait_until(lambda: _outstanding(cluster) == capacity, "the requests did not all reach the replicas")
+        _wait_until(lambda: _outstanding(cluster) == capacity, "the requests did not all reach the replicas",
+                    lambda: f"(outstanding {_outstanding(cluster)}; answered: "
+                            f"{[f.exception() or f.result()[2] for f in held if f.done()]})")
         status, headers, out = post(cluster, body(399))
         assert status == 503 and int(headers["Retry-After"]) >= 1 and "queue is full" in out["error"], out
         names = _replica_names()

@@ -5,8 +5,8 @@ errors), served by model replicas — one per GPU, or CPU replicas — behind on
 Ingress (one replica, no model): reads and validates the body (service.request), admits it while fewer than
 replicas × max_ongoing + max_queued requests are outstanding — else 503 with a Retry-After measured from recent
 answers —, forwards it to a model replica and answers with its JSON. A client that hangs up cancels its request
-(queued: dropped; running: its batch finishes); a replica that dies mid-request gives a 503 (Ray starts a new one);
-a request past the timeout gives a 504.
+(queued: dropped; running: its batch stops between steps once every request in it has hung up); a replica that dies
+mid-request gives a 503 (Ray starts a new one); a request past the timeout gives a 504.
 
 Model replicas load the models once. `@serve.batch` hands a replica the requests that arrived together (up to
 max_batch_size, waiting at most batch_wait_s for more): those that differ only in prompts and seeds share one
@@ -54,11 +54,19 @@ class ZImageModel:
         self.generate_batch.set_batch_wait_timeout_s(batch_wait_s)
 
     async def generate(self, req) -> dict[str, Any]:
-        return await self.generate_batch(req)
+        cancelled = asyncio.Event()
+        try:
+            return await self.generate_batch((req, cancelled))
+        except asyncio.CancelledError:  # the client hung up: the batch stops once all of its requests have
+            cancelled.set()
+            raise
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
-    async def generate_batch(self, requests: list) -> list[dict[str, Any]]:
-        """Answers (or {"failure": [status, message, field, headers]}) for requests that arrived together."""
+    async def generate_batch(self, entries: list) -> list[dict[str, Any]]:
+        """Answers (or {"failure": [status, message, field, headers]}) for requests that arrived together; the batch
+        stops between steps when every one of them was cancelled."""
+        requests = [req for req, _ in entries]
+        flags = [flag for _, flag in entries]
         answers: list[Any] = [None] * len(requests)
         items, where = [], []
         for i, req in enumerate(requests):
@@ -68,7 +76,10 @@ class ZImageModel:
                 where.append(i)
             except RequestError as err:
                 answers[i] = err
-        for i, answer in zip(where, await asyncio.to_thread(self.runner.run_batch, items)):
+        def should_stop() -> bool:
+            return all(flag.is_set() for flag in flags)
+
+        for i, answer in zip(where, await asyncio.to_thread(self.runner.run_batch, items, should_stop)):
             answers[i] = answer
         rid = uuid.uuid4().hex
         return [a if isinstance(a, dict) else {"failure": list(job_failure(a, rid))} for a in answers]
@@ -186,7 +197,7 @@ def build_app(models: str, *, replicas: int = 1, max_batch_size: int = 4, batch_
         gpus_per_replica = 1.0 if (device != "cpu" and torch.cuda.is_available()) else 0.0
     max_ongoing = max(1, 2 * max_batch_size)  # a batch running and the next one gathering
     model = ZImageModel.options(
-        num_replicas=replicas, max_ongoing_requests=max_ongoing,
+        num_replicas=replicas, max_ongoing_requests=max_ongoing, health_check_timeout_s=120,
         ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica},
     ).bind(str(models), {"device": device, **runner_options}, max_batch_size, batch_wait_s)
     capacity = replicas * max_ongoing + max_queued
@@ -206,8 +217,12 @@ def app_builder(args: dict[str, str]) -> serve.Application:
 def serve_with_ray(models: str, *, host: str = "127.0.0.1", port: int = 8190, num_cpus: int | None = None,
                    **options: Any) -> None:
     """`zimage serve --ray`: a local Ray, the application on host:port, until interrupted."""
+    import os
+
     import ray
 
+    # Serve's proxy gets 5 s to start by default: too short on a machine busy loading models
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "120")
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(models, **options), name="zimage", route_prefix="/")
