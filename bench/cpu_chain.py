@@ -8,7 +8,8 @@ PIL LANCZOS per block (uint8), numpy accumulate-weights-and-divide stitch. Ours 
     OMP_WAIT_POLICY=PASSIVE taskset -c 0,1 python bench/cpu_chain.py    # 2 cores (goal: ≥ 3× faster, ≤ 1.5 s)
 
 On a machine shared with other busy processes, leave OMP_WAIT_POLICY=PASSIVE on: torch's OpenMP threads otherwise
-spin-wait for cores that are busy elsewhere and the chain gets 5-10× slower (the single-threaded reference is unaffected).
+spin-wait for cores that are busy elsewhere and the chain gets 5-10× slower (the single-threaded reference is
+unaffected).
 
 Prints a table and writes bench/cpu_chain.json.
 """
@@ -128,7 +129,8 @@ def main() -> None:
     diff = np.abs(out_o - out_r) * 255.0
     result = {
         "input": [SIZE, SIZE], "output": list(out_o.shape[:2]), "block": BLOCK, "overlap": OVERLAP,
-        "threads": torch.get_num_threads(), "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "threads": torch.get_num_threads(),
+        "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "repeats": args.repeats, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
         "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),

@@ -127,7 +127,8 @@ def main() -> None:
     tokenizer = tiny_tokenizer(Path(tempfile.mkdtemp(prefix="zimage_tok_")))
     rows = [run_one(args, s, m, k, int(c), tokenizer) for c in args.cards.split(",") for s, m, k in MODES]
     (REPO / "bench" / "gpu_memory.json").write_text(json.dumps({"device": str(args.device), "rows": rows}, indent=1))
-    print("| card | weights | memory | runs | peak VRAM GiB | s (9 steps) | plan / error |\n|---|---|---|---|---|---|---|")
+    print("| card | weights | memory | runs | peak VRAM GiB | s (9 steps) | plan / error |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         mode = r["memory"] + (f" ({r['resident_blocks']})" if r["resident_blocks"] else "")
         print(f"| {r['card_gib']} GiB | {r['storage']} | {mode} | {'yes' if r['ok'] else 'no'} | "

@@ -34,6 +34,14 @@ def tokenizer_source() -> Path | None:
     return SHARED_TOKENIZER if (SHARED_TOKENIZER / "vocab.json").is_file() else None
 
 
+@pytest.fixture(scope="module")
+def dit() -> torch.nn.Module:
+    """A tiny in-process Z-Image transformer (seed 0): the guidance tests' model."""
+    from zimage_core.testing import tiny_transformer
+
+    return tiny_transformer(seed=0)
+
+
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory, tokenizer_source) -> dict[str, Path]:
     """The same tiny random models (seed 0) written once per session in both layouts users have."""

@@ -1,4 +1,5 @@
-"""Shared pieces for the guidance tests: a tiny in-process transformer and caption embeddings of chosen lengths.
+"""Shared pieces for the guidance tests: caption embeddings of chosen lengths and a sampling helper (the tiny
+transformer, fixture `dit`, is in conftest.py).
 
 Imported by tests/test_guidance_*.py (pytest puts tests/ on sys.path). Embeddings are random (tokens, cap_feat_dim)
 tensors, which is all the transformer sees of a prompt; lengths are chosen to cross the 32-token caption padding so
@@ -7,19 +8,12 @@ batches need masks.
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from zimage_core.encode import Conditioning
 from zimage_core.sample import make_noise, sample
-from zimage_core.testing import tiny_transformer
 
 CAP_DIM = 32  # zimage_core.testing.TINY_TRANSFORMER cap_feat_dim
-
-
-@pytest.fixture(scope="module")
-def dit() -> torch.nn.Module:
-    return tiny_transformer(seed=0)
 
 
 def embeds(*lengths: int, seed: int = 0) -> list[torch.Tensor]:

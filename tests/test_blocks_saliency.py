@@ -16,7 +16,8 @@ def _norm(x: np.ndarray) -> np.ndarray:
 
 
 def reference_saliency(rgb: np.ndarray) -> np.ndarray:
-    """The saliency formula (0.4·edges + 0.4·local contrast + 0.2·colour variance, blurred) written with scipy.ndimage (float64), one image (H, W, 3) in 0-1."""
+    """The saliency formula (0.4·edges + 0.4·local contrast + 0.2·colour variance, blurred) written with
+    scipy.ndimage (float64), one image (H, W, 3) in 0-1."""
     rgb = rgb.astype(np.float64)
     gray = rgb @ np.array([0.299, 0.587, 0.114])
     e = np.hypot(ndimage.sobel(gray, axis=1, mode="reflect"), ndimage.sobel(gray, axis=0, mode="reflect"))

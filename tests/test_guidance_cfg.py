@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from guidance_fixtures import conditioning, dit, run  # noqa: F401,F811  (dit is a fixture)
+from guidance_fixtures import conditioning, run
 
 from zimage_core.errors import InputError
 from zimage_core.guidance import GuidanceOptions, cfg_combine, cfg_scale_at, guided_denoiser

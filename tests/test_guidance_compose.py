@@ -4,7 +4,7 @@ with CFG and with NAG as documented; the diversity hook and DyPE act on every fo
 from __future__ import annotations
 
 import torch
-from guidance_fixtures import conditioning, dit, latents, run  # noqa: F401,F811  (dit is a fixture)
+from guidance_fixtures import conditioning, latents, run
 
 from zimage_core.guidance import GuidanceOptions, guided_denoiser, nag_velocity, skip_layers
 from zimage_core.guidance.cfg import cfg_combine, cfg_velocities

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from guidance_fixtures import conditioning, dit, embeds, latents, run  # noqa: F401,F811  (dit is a fixture)
+from guidance_fixtures import conditioning, embeds, latents, run
 
 from zimage_core.encode import Conditioning
 from zimage_core.errors import InputError

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from guidance_fixtures import conditioning, dit, latents, run  # noqa: F401,F811  (dit is a fixture)
+from guidance_fixtures import conditioning, latents, run
 
 from zimage_core.errors import InputError
 from zimage_core.guidance import GuidanceOptions, guided_denoiser, parse_layers, skip_layers, slg_active

@@ -36,7 +36,8 @@ class RecordingFactory:
 def test_latent_hires_end_to_end_with_dype_in_the_refine_pass(tiny_bundle):
     rec, steps_seen = RecordingFactory(), []
     r = generate_hires(tiny_bundle, "a cat on a chair", width=64, height=64, steps=2, seed=4,
-                       passes=[{"scale": 2.0, "steps": 4, "strength": 0.5}], dype=DypeSettings(method="vision_yarn", base=64), make_denoiser_for=rec,
+                       passes=[{"scale": 2.0, "steps": 4, "strength": 0.5}],
+                       dype=DypeSettings(method="vision_yarn", base=64), make_denoiser_for=rec,
                        callback=lambda info: steps_seen.append((info.step, info.total)))
     assert r.images.shape == (1, 128, 128, 3) and r.latents.shape == (1, 16, 16, 16)
     assert 0.0 <= float(r.images.min()) and float(r.images.max()) <= 1.0
@@ -53,7 +54,8 @@ def test_latent_hires_end_to_end_with_dype_in_the_refine_pass(tiny_bundle):
 def test_dype_acts_in_the_refine_pass_and_off_matches_inactive(tiny_bundle):
     kw = dict(width=64, height=64, steps=1, seed=7, passes=[{"scale": 1.25, "steps": 2, "strength": 1.0}])
     off = generate_hires(tiny_bundle, "a house", dype=None, **kw).images
-    inactive = generate_hires(tiny_bundle, "a house", dype=DypeSettings(method="vision_yarn"), **kw).images  # 128² is below 1024²
+    # 128² is below 1024²
+    inactive = generate_hires(tiny_bundle, "a house", dype=DypeSettings(method="vision_yarn"), **kw).images
     on = generate_hires(tiny_bundle, "a house", dype=DypeSettings(method="vision_yarn", base=64), **kw).images
     assert torch.equal(off, inactive)
     assert (on - off).abs().max() > 1e-3

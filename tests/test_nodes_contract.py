@@ -56,7 +56,8 @@ def test_only_host_imports_comfyui():
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 names = [node.module or ""]
             for n in names:
-                assert n.split(".")[0] not in comfy_roots, f"{path.name} imports {n}; only nodes/host/ may touch ComfyUI"
+                assert n.split(".")[0] not in comfy_roots, \
+                    f"{path.name} imports {n}; only nodes/host/ may touch ComfyUI"
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -77,7 +78,8 @@ def test_node_declaration(pack, name):
     required, optional = spec["required"], spec.get("optional", {})
     for section, inputs in (("required", required), ("optional", optional)):
         for input_name, decl in inputs.items():
-            assert input_name in params or takes_any, f"{name}.{cls.FUNCTION} does not accept {section} input {input_name}"
+            assert input_name in params or takes_any, \
+                f"{name}.{cls.FUNCTION} does not accept {section} input {input_name}"
             assert isinstance(decl, tuple) and 1 <= len(decl) <= 2
             kind = decl[0]
             opts = decl[1] if len(decl) > 1 else {}

@@ -43,7 +43,7 @@ def test_bombs_budgets_and_fake_images_in_a_fresh_process(tmp_path):
     """One child process loads every bad case; it must refuse each with a one-line InputError and its peak RSS
     must stay near its baseline (nothing decoded)."""
     bomb = write_sparse_png(tmp_path / "bomb.png", 20000, 20000)
-    big = write_sparse_png(tmp_path / "big.png", 4096, 4096)
+    write_sparse_png(tmp_path / "big.png", 4096, 4096)
     (tmp_path / "eps.png").write_bytes(EPS)
     (tmp_path / "text.jpg").write_text("not an image")
     script = f"""
