@@ -57,7 +57,7 @@ class ZImageModel:
         cancelled = asyncio.Event()
         try:
             return await self.generate_batch((req, cancelled))
-        except asyncio.CancelledError:  # the client hung up: the batch stops once all of its requests have
+        except asyncio.CancelledError:  # client gone or timed out: its batch stops once all of its requests are
             cancelled.set()
             raise
 
@@ -76,7 +76,8 @@ class ZImageModel:
                 where.append(i)
             except RequestError as err:
                 answers[i] = err
-        def should_stop() -> bool:
+
+        def should_stop() -> bool:  # polled between steps from the worker thread; reading an Event's flag is safe
             return all(flag.is_set() for flag in flags)
 
         for i, answer in zip(where, await asyncio.to_thread(self.runner.run_batch, items, should_stop)):
