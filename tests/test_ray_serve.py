@@ -38,6 +38,9 @@ def cluster():
     # Ray's processes start slowly on a busy 2-core machine: give its proxy more than the default 5 s to come up
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "120")
     os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "60")
+    # Ray runs its workers at nice 15: on a shared machine the replicas would starve behind any busy process, and
+    # here they do all the work while this process only waits
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     port = free_port()
