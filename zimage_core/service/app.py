@@ -260,7 +260,9 @@ def serve(models: str | os.PathLike | Callable[[], Any], host: str = "127.0.0.1"
         runner, site = await start_site(app, host, port, max_connections=max_connections)
         log.info("Z-Image API on %s (POST /generate, GET /health); Ctrl+C stops it.", site.name)
         stop = asyncio.Event()
-        with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+        # SIGTERM (docker stop, systemd) stops it cleanly; Windows event loops have no signal handlers, and there
+        # Ctrl+C stops it through the KeyboardInterrupt below
+        with contextlib.suppress(NotImplementedError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         try:
             await stop.wait()
