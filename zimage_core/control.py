@@ -94,14 +94,19 @@ def prepare_controls(vae, controls: list[Control], width: int, height: int, batc
     inpaint_image / repaint_mask (pixels, 1 = repaint): the 2.x inpaint channels."""
     notes: list[str] = []
     prepared = []
+    inpaint_extra: dict[int, torch.Tensor] = {}  # the inpaint channels are the same for every control: encoded once
     for c in controls:
         image = _at_size(c.image, width, height, notes, "control image")
         context = vae_ops.encode(vae, image)
         in_dim = int(c.controlnet.config.control_in_dim)
         if in_dim > context.shape[1]:
-            extra = torch.zeros(context.shape[0], in_dim - context.shape[1], *context.shape[2:])
+            n = context.shape[0]
             if inpaint_image is not None and repaint_mask is not None:
-                extra = _inpaint_channels(vae, inpaint_image, repaint_mask, context.shape[0])
+                if n not in inpaint_extra:
+                    inpaint_extra[n] = _inpaint_channels(vae, inpaint_image, repaint_mask, n)
+                extra = inpaint_extra[n]
+            else:
+                extra = torch.zeros(n, in_dim - context.shape[1], *context.shape[2:])
             context = torch.cat([context, _batched(extra, context.shape[0], "the inpaint image")], dim=1)
         context = _batched(context, batch, "the control image").unsqueeze(2)
         prepared.append(PreparedControl(c.controlnet, context, float(c.scale), float(c.start), float(c.end)))

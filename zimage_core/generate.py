@@ -202,10 +202,4 @@ def _generate_each(bundle: ModelBundle, items: list[tuple[object, int]], run: Ge
                             run.image_seeds(n), timer.report(), list(results[0].notes))
 
 
-def synchronize(t: torch.Tensor) -> None:
-    """Wait for the GPU so stage timings measure the work, not the kernel launches."""
-    if t.is_cuda:
-        torch.cuda.synchronize(t.device)
-
-
 __all__ = ["DEFAULT_SHIFT", "Generation", "GenerationResult", "generate", "load_and_encode", "prompt_encoder"]

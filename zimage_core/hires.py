@@ -27,7 +27,7 @@ from .generate import GenerationResult, load_and_encode
 from .guidance.dype import DEFAULT_METHOD, DyPE, DyPEDenoiser
 from .guidance.settings import DypeSettings
 from .models import ModelBundle
-from .sample import Denoiser, StepCallback, StepInfo, TransformerDenoiser, sample
+from .sample import DenoiserFactory, StepCallback, StepInfo, TransformerDenoiser, sample
 from .schedule import img2img_start
 from .settings import (DEFAULT_HIDDEN_LAYER, DEFAULT_LONG_MODE, LATENT_RESAMPLERS, UPSCALE_MODES, HiresPass,
                        parse_passes, plan_sizes)
@@ -35,8 +35,6 @@ from .timing import StageTimer
 
 PASS_SEED_STRIDE = 1_000_003
 DEFAULT_PASSES = ({"scale": 2.0, "steps": 6, "strength": 0.45},)
-
-DenoiserFactory = Callable[[torch.nn.Module, Conditioning], Denoiser]
 
 
 @dataclass

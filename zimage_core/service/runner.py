@@ -165,15 +165,15 @@ class GenerationRunner:
         for members in groups.values():
             group = [items[i] for i in members]
             try:
-                if should_stop():
-                    raise Interrupted("cancelled before it started.")
-                bundle, kwargs = self._setup(*group[0])
-                if len(group) == 1:  # alone: the server's route (a test's gated route, say) as for one request
-                    results = [self.route(bundle, group[0][0].job, should_stop=should_stop, **kwargs)]
+                if len(group) == 1:  # alone: exactly as the server runs one request (its route, a test's gate say)
+                    group_answers: list = [self.run(*group[0], should_stop)]
                 else:
+                    if should_stop():
+                        raise Interrupted("cancelled before it started.")
+                    bundle, kwargs = self._setup(*group[0])
                     results = generate_routes(bundle, [req.job for req, _ in group], should_stop=should_stop,
                                               **kwargs)
-                group_answers: list = [_answer(req, result) for (req, _), result in zip(group, results)]
+                    group_answers = [_answer(req, result) for (req, _), result in zip(group, results)]
             except Exception as err:  # noqa: BLE001 - each request of the group gets the failure as its answer
                 group_answers = [err] * len(group)
             for i, answer in zip(members, group_answers):
